@@ -1,0 +1,118 @@
+//! `vmimport disk info`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use vhd::{DiskImage, ImageInfo, OpenOptions, map_range};
+
+use crate::output::{OutputFormat, human_size};
+
+/// Arguments of `disk info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// How to print the result.
+    #[arg(long, value_enum, default_value_t)]
+    output: OutputFormat,
+    /// The image to describe.
+    image: PathBuf,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Report {
+    #[serde(flatten)]
+    info: ImageInfo,
+    allocated_bytes: u64,
+    zero_bytes: u64,
+    unallocated_bytes: u64,
+    parent_bytes: u64,
+}
+
+pub fn run(args: InfoArgs) -> ExitCode {
+    let image = match vhd::open(&args.image, &OpenOptions::read_only()) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("vmimport: cannot open {}: {e}", args.image.display());
+            return ExitCode::from(super::EXIT_FAILED);
+        }
+    };
+    let info = image.info();
+    let mut report = Report {
+        info,
+        allocated_bytes: 0,
+        zero_bytes: 0,
+        unallocated_bytes: 0,
+        parent_bytes: 0,
+    };
+    match map_range(&image, 0, image.virtual_size()) {
+        Ok(extents) => {
+            for e in extents {
+                if e.depth > 0 && e.allocation == vhd::Allocation::Data {
+                    report.parent_bytes += e.length;
+                }
+                match e.allocation {
+                    vhd::Allocation::Data if e.depth == 0 => report.allocated_bytes += e.length,
+                    vhd::Allocation::Data => {}
+                    vhd::Allocation::Zero => report.zero_bytes += e.length,
+                    vhd::Allocation::Unallocated => report.unallocated_bytes += e.length,
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("vmimport: cannot map {}: {e}", args.image.display());
+            return ExitCode::from(super::EXIT_FAILED);
+        }
+    }
+    match args.output {
+        OutputFormat::Json => match serde_json::to_string_pretty(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("vmimport: cannot encode the report: {e}");
+                return ExitCode::from(super::EXIT_FAILED);
+            }
+        },
+        OutputFormat::Human => print_human(&report),
+    }
+    ExitCode::SUCCESS
+}
+
+fn print_human(r: &Report) {
+    print_info(&r.info, 0);
+    println!("allocated:       {}", human_size(r.allocated_bytes));
+    if r.parent_bytes > 0 {
+        println!("from parents:    {}", human_size(r.parent_bytes));
+    }
+    println!("zero:            {}", human_size(r.zero_bytes));
+    println!("unallocated:     {}", human_size(r.unallocated_bytes));
+}
+
+fn print_info(i: &ImageInfo, level: usize) {
+    let pad = "  ".repeat(level);
+    println!("{pad}image:           {}", i.path.display());
+    println!("{pad}format:          {} ({})", i.format, i.image_type);
+    println!("{pad}virtual size:    {}", human_size(i.virtual_size));
+    println!("{pad}file size:       {}", human_size(i.file_size));
+    if let Some(b) = i.block_size {
+        println!("{pad}block size:      {}", human_size(b));
+    }
+    println!(
+        "{pad}sector size:     {} logical, {} physical",
+        i.logical_sector_size, i.physical_sector_size
+    );
+    if let Some(c) = &i.creator {
+        println!("{pad}creator:         {c}");
+    }
+    for (k, v) in &i.identifiers {
+        println!("{pad}{:<17}{v}", format!("{k}:"));
+    }
+    if let Some(d) = i.log_dirty {
+        println!(
+            "{pad}log:             {}",
+            if d { "dirty" } else { "clean" }
+        );
+    }
+    if let Some(p) = &i.parent {
+        println!("{pad}parent:");
+        print_info(p, level + 1);
+    }
+}

@@ -1,0 +1,240 @@
+//! A file with its path, whose operations return this crate's errors.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::{Error, Result};
+
+/// An open image file. Positional I/O only: the file cursor is never used for
+/// data, so one `ImageFile` can serve several threads at once.
+pub struct ImageFile {
+    file: File,
+    path: PathBuf,
+    observer: Option<Arc<dyn IoObserver>>,
+}
+
+impl std::fmt::Debug for ImageFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageFile")
+            .field("path", &self.path)
+            .field("observed", &self.observer.is_some())
+            .finish()
+    }
+}
+
+/// Sees every change an [`ImageFile`] makes, in order, after it is made.
+/// Crash-consistency tests use it to rebuild the file as a power cut at any
+/// point would have left it.
+pub trait IoObserver: Send + Sync {
+    /// `data` was written at `offset`.
+    fn write(&self, offset: u64, data: &[u8]);
+    /// The file was made durable (fdatasync returned).
+    fn sync(&self);
+    /// The file's length was set to `len`.
+    fn set_len(&self, len: u64);
+    /// `len` bytes at `offset` were made to read as zeros (hole punched or
+    /// zero range), the file length unchanged unless the range extended it.
+    fn zero(&self, offset: u64, len: u64);
+}
+
+impl ImageFile {
+    /// Wraps an open file.
+    pub fn new(file: File, path: &Path) -> Self {
+        ImageFile {
+            file,
+            path: path.to_path_buf(),
+            observer: None,
+        }
+    }
+
+    /// Wraps an open file, reporting every change to `observer`.
+    pub fn with_observer(file: File, path: &Path, observer: Arc<dyn IoObserver>) -> Self {
+        ImageFile {
+            file,
+            path: path.to_path_buf(),
+            observer: Some(observer),
+        }
+    }
+
+    /// The path the file was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The underlying file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset`. A file that ends early
+    /// gives an I/O error of kind `UnexpectedEof`.
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| Error::io("reading", &self.path, e))
+    }
+
+    /// Reads up to `buf.len()` bytes at `offset`, zero-filling whatever lies
+    /// past the end of the file. Returns how many bytes came from the file.
+    pub fn read_at_zero_fill(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            match self.file.read_at(&mut buf[done..], pos) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("reading", &self.path, e)),
+            }
+        }
+        buf[done..].fill(0);
+        Ok(done)
+    }
+
+    /// Writes all of `buf` at `offset`.
+    pub fn write_all_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        self.file
+            .write_all_at(buf, offset)
+            .map_err(|e| Error::io("writing", &self.path, e))?;
+        if let Some(o) = &self.observer {
+            o.write(offset, buf);
+        }
+        Ok(())
+    }
+
+    /// Makes written data durable (fdatasync).
+    pub fn sync_data(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io("flushing", &self.path, e))?;
+        if let Some(o) = &self.observer {
+            o.sync();
+        }
+        Ok(())
+    }
+
+    /// Current length of the file.
+    pub fn len(&self) -> Result<u64> {
+        self.file
+            .metadata()
+            .map(|m| m.len())
+            .map_err(|e| Error::io("querying the size of", &self.path, e))
+    }
+
+    /// Whether the file is empty.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Sets the length of the file.
+    pub fn set_len(&self, len: u64) -> Result<()> {
+        self.file
+            .set_len(len)
+            .map_err(|e| Error::io("resizing", &self.path, e))?;
+        if let Some(o) = &self.observer {
+            o.set_len(len);
+        }
+        Ok(())
+    }
+
+    /// Writes `len` zero bytes at `offset`, in bounded chunks.
+    pub fn write_zeroes_at(&self, offset: u64, len: u64) -> Result<()> {
+        const CHUNK: usize = 1 << 20;
+        let chunk = |left: u64| usize::try_from(left).map_or(CHUNK, |l| l.min(CHUNK));
+        let zeros = vec![0u8; chunk(len)];
+        let mut done = 0u64;
+        while done < len {
+            let n = chunk(len - done);
+            self.write_all_at(&zeros[..n], offset + done)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Deallocates `len` bytes at `offset` so that they read as zeros,
+    /// keeping the file size. Falls back to writing zeros where the file
+    /// system cannot punch holes.
+    pub fn punch_hole(&self, offset: u64, len: u64) -> Result<()> {
+        use rustix::fs::{FallocateFlags, fallocate};
+        match fallocate(
+            &self.file,
+            FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+            offset,
+            len,
+        ) {
+            Ok(()) => {
+                self.notify_zero(offset, len);
+                Ok(())
+            }
+            Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::NOSYS) => {
+                self.write_zeroes_at(offset, len)
+            }
+            Err(e) => Err(Error::io("punching a hole in", &self.path, e.into())),
+        }
+    }
+
+    /// Makes `len` bytes at `offset` read as zeros, allocated, keeping the
+    /// file size where the range is inside it.
+    pub fn zero_range(&self, offset: u64, len: u64) -> Result<()> {
+        use rustix::fs::{FallocateFlags, fallocate};
+        match fallocate(&self.file, FallocateFlags::ZERO_RANGE, offset, len) {
+            Ok(()) => {
+                self.notify_zero(offset, len);
+                Ok(())
+            }
+            Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::NOSYS) => {
+                self.write_zeroes_at(offset, len)
+            }
+            Err(e) => Err(Error::io("zeroing a range of", &self.path, e.into())),
+        }
+    }
+
+    fn notify_zero(&self, offset: u64, len: u64) {
+        if let Some(o) = &self.observer {
+            o.zero(offset, len);
+        }
+    }
+
+    /// Preallocates `len` bytes at `offset` (extending the file).
+    pub fn allocate(&self, offset: u64, len: u64) -> Result<()> {
+        use rustix::fs::{FallocateFlags, fallocate};
+        match fallocate(&self.file, FallocateFlags::empty(), offset, len) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::NOSYS) => {
+                let end = offset
+                    .checked_add(len)
+                    .ok_or_else(|| Error::InvalidArgument("allocation past 2^64".into()))?;
+                if self.len()? < end {
+                    self.set_len(end)?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(Error::io("allocating space in", &self.path, e.into())),
+        }
+    }
+
+    /// The next offset at or after `offset` that holds data, and the end of
+    /// that data run, from the file system's hole map. `None` when only a
+    /// hole follows. Falls back to "all data" where the file system cannot
+    /// tell.
+    pub fn next_data(&self, offset: u64) -> Result<Option<(u64, u64)>> {
+        use rustix::fs::{SeekFrom, seek};
+        let data = match seek(&self.file, SeekFrom::Data(offset)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => return Ok(None),
+            Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::OPNOTSUPP) => {
+                return Ok(Some((offset, u64::MAX)));
+            }
+            Err(e) => return Err(Error::io("mapping holes of", &self.path, e.into())),
+        };
+        let hole = match seek(&self.file, SeekFrom::Hole(data)) {
+            Ok(h) => h,
+            Err(rustix::io::Errno::NXIO) => u64::MAX,
+            Err(e) => return Err(Error::io("mapping holes of", &self.path, e.into())),
+        };
+        Ok(Some((data, hole)))
+    }
+}

@@ -1,0 +1,5 @@
+//! The format implementations.
+
+pub mod raw;
+pub mod vhd;
+pub mod vhdx;
