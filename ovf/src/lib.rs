@@ -1,4 +1,8 @@
 //! OVF descriptors, OVA packages, streamOptimized VMDK and the import
-//! pipeline. (Being written: nothing here is usable yet.)
+//! pipeline.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+pub mod descriptor;
+pub mod package;
+pub mod vmdk;

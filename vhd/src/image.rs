@@ -150,9 +150,9 @@ pub trait DiskImage: Send + Sync + fmt::Debug {
     /// format allows.
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()>;
 
-    /// Tells the image that `len` bytes at `offset` are no longer needed.
-    /// Afterwards the range reads as zeros (or, in a differencing image,
-    /// possibly as the parent's data where the format says so).
+    /// Tells the image that `len` bytes at `offset` are no longer needed,
+    /// releasing space where the format allows. Afterwards the range reads
+    /// as zeros, in differencing images too.
     fn discard(&self, offset: u64, len: u64) -> Result<()>;
 
     /// The allocation status of the run that starts at `offset`, at most

@@ -1,0 +1,1 @@
+//! The OVF descriptor: typed model, parser and writer.

@@ -1,0 +1,1 @@
+//! OVA and directory packages: streaming tar reader, manifest and certificate.

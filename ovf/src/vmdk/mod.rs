@@ -1,0 +1,1 @@
+//! streamOptimized VMDK: the disk format OVA packages carry.
