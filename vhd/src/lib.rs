@@ -30,6 +30,7 @@ mod file;
 pub mod formats;
 mod image;
 mod open;
+pub mod ops;
 
 pub use check::{CheckReport, Finding, Severity};
 pub use error::{Error, ErrorKind, Result};
