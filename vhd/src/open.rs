@@ -150,15 +150,23 @@ pub(crate) fn open_file(path: &Path, read_only: bool) -> Result<ImageFile> {
 
 fn lock_exclusive(file: &ImageFile) -> Result<()> {
     use rustix::fs::{FlockOperation, flock};
-    match flock(file.file(), FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(()),
-        Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::io(
-            "locking (another process has it open for writing)",
-            file.path(),
-            std::io::Error::from(std::io::ErrorKind::WouldBlock),
-        )),
-        Err(e) => Err(Error::io("locking", file.path(), e.into())),
+    // A lock can outlive its holder's close for a moment when another
+    // thread forks (the child shares the descriptor until it execs), so a
+    // busy lock is retried briefly before it is reported.
+    for _ in 0..50 {
+        match flock(file.file(), FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                std::thread::sleep(std::time::Duration::from_millis(4))
+            }
+            Err(e) => return Err(Error::io("locking", file.path(), e.into())),
+        }
     }
+    Err(Error::io(
+        "locking (another process has it open for writing)",
+        file.path(),
+        std::io::Error::from(std::io::ErrorKind::WouldBlock),
+    ))
 }
 
 /// Detects the format of an open file from its content: VHDX by the

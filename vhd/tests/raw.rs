@@ -70,3 +70,17 @@ fn raw_written_image_matches_qemu_img_compare() {
         expect.to_str().unwrap(),
     ]);
 }
+
+#[test]
+fn raw_read_only_refuses_resize() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ro.img");
+    vhd::create(
+        &path,
+        &CreateOptions::new(Format::Raw, ImageType::Dynamic, 1 << 20),
+    )
+    .unwrap();
+    let image = common::open_ro(&path);
+    assert!(matches!(image.resize(2 << 20), Err(vhd::Error::ReadOnly)));
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 20);
+}
