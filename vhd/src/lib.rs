@@ -44,5 +44,5 @@ pub use image::{
 pub(crate) use open::open_file;
 pub use open::{
     ChainContext, CreateOptions, DEFAULT_MAX_CHAIN_DEPTH, Image, OpenOptions, check, create,
-    detect, open, open_parent,
+    detect, open, open_parent, open_window,
 };

@@ -199,6 +199,42 @@ pub fn detect(file: &ImageFile) -> Result<Format> {
     Ok(Format::Raw)
 }
 
+/// Opens, read-only, an image stored as `len` bytes at `start` inside the
+/// file at `path` (for example a disk member of an OVA package), detecting
+/// its format from its content. Differencing images are opened only if
+/// `options` allows their parents' directories.
+pub fn open_window(path: &Path, start: u64, len: u64, options: &OpenOptions) -> Result<Image> {
+    let file = FsOpenOptions::new()
+        .read(true)
+        .open(path)
+        .map_err(|e| Error::io("opening", path, e))?;
+    let file = ImageFile::window(file, path, start, len)?;
+    let mut allowed_dirs = Vec::new();
+    for d in options.allowed_parent_dirs.iter().flatten() {
+        if let Ok(c) = d.canonicalize() {
+            allowed_dirs.push(c);
+        }
+    }
+    let options = OpenOptions {
+        read_only: true,
+        ..options.clone()
+    };
+    let ctx = ChainContext {
+        depth: 1,
+        allowed_dirs,
+        options: options.clone(),
+    };
+    let format = match options.format {
+        Some(f) => f,
+        None => detect(&file)?,
+    };
+    Ok(match format {
+        Format::Raw => Image::Raw(RawImage::from_file(file, true)?),
+        Format::Vhd => Image::Vhd(VhdImage::open(file, true, &ctx)?),
+        Format::Vhdx => Image::Vhdx(VhdxImage::open(file, true, &ctx)?),
+    })
+}
+
 /// Opens the image at `path`, detecting its format from its content.
 pub fn open(path: &Path, options: &OpenOptions) -> Result<Image> {
     let dir = parent_dir(path);
