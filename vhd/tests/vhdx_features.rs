@@ -15,8 +15,11 @@ use vhd::{
 };
 use vhdx_support::{MIB, assert_same, pattern, qemu_img, read_all};
 
-/// (sequence, file write guid, data write guid, log guid) of both headers.
-fn headers(path: &Path) -> [(u64, [u8; 16], [u8; 16], [u8; 16]); 2] {
+/// Sequence number, FileWriteGuid, DataWriteGuid and LogGuid of a header.
+type HeaderFields = (u64, [u8; 16], [u8; 16], [u8; 16]);
+
+/// The fields of both headers.
+fn headers(path: &Path) -> [HeaderFields; 2] {
     let f = std::fs::read(path).unwrap();
     let h = |at: usize| {
         let b = &f[at..at + 4096];
@@ -30,7 +33,7 @@ fn headers(path: &Path) -> [(u64, [u8; 16], [u8; 16], [u8; 16]); 2] {
     [h(64 << 10), h(128 << 10)]
 }
 
-fn current(path: &Path) -> (u64, [u8; 16], [u8; 16], [u8; 16]) {
+fn current(path: &Path) -> HeaderFields {
     let [a, b] = headers(path);
     if a.0 >= b.0 { a } else { b }
 }
