@@ -328,3 +328,63 @@ fn parallel_readers_see_correct_data_while_a_writer_allocates() {
     assert_same(&all[..(size / 2) as usize], &known, "first half");
     assert!(all[(size / 2) as usize..].iter().all(|&b| b == 0xEE));
 }
+
+#[test]
+fn resize_past_the_bat_region_moves_the_bat() {
+    let dir = tempfile::tempdir().unwrap();
+    // One made by qemu-img (BAT sized for 8 MiB) and one of ours.
+    let q = dir.path().join("q.vhdx");
+    qemu_img(&[
+        "create",
+        "-f",
+        "vhdx",
+        "-o",
+        "block_size=1M",
+        q.to_str().unwrap(),
+        "8M",
+    ]);
+    let ours = dir.path().join("o.vhdx");
+    drop(dynamic(&ours, 8 * MIB, MIB));
+    let big = 200u64 << 30;
+    for path in [q, ours] {
+        let data = pattern(8, 8 * MIB);
+        {
+            let img = vhd::open(&path, &OpenOptions::default()).unwrap();
+            img.write_at(&data, 0).unwrap();
+            img.resize(big).unwrap();
+            img.write_at(&[4u8; 4096], big - 4096).unwrap();
+            img.write_at(&[6u8; 4096], 100 << 30).unwrap();
+        }
+        let img = vhd::open(&path, &OpenOptions::read_only()).unwrap();
+        assert_eq!(img.virtual_size(), big);
+        let mut head = vec![0u8; 8 * MIB as usize];
+        img.read_at(&mut head, 0).unwrap();
+        assert_same(&head, &data, "data before the move");
+        let mut b = [0u8; 4096];
+        img.read_at(&mut b, big - 4096).unwrap();
+        assert_eq!(b, [4u8; 4096]);
+        img.read_at(&mut b, 100 << 30).unwrap();
+        assert_eq!(b, [6u8; 4096]);
+        img.read_at(&mut b, 50 << 30).unwrap();
+        assert_eq!(b, [0u8; 4096]);
+        drop(img);
+        let out = qemu_img(&["info", "--output=json", path.to_str().unwrap()]);
+        assert!(out.contains(&format!("\"virtual-size\": {big}")), "{out}");
+        qemu_img(&["check", path.to_str().unwrap()]);
+        let raw = dir.path().join("tail.raw");
+        qemu_img(&[
+            "dd",
+            "-f",
+            "vhdx",
+            "-O",
+            "raw",
+            "bs=4096",
+            &format!("skip={}", (big - 4096) / 4096),
+            &format!("if={}", path.display()),
+            &format!("of={}", raw.display()),
+        ]);
+        assert_eq!(std::fs::read(&raw).unwrap(), vec![4u8; 4096]);
+        let report = vhd::check(&path, false).unwrap();
+        assert!(report.is_clean(), "{:?}", report.findings);
+    }
+}

@@ -130,6 +130,20 @@ pub(crate) fn decode(buf: &[u8], at: u64) -> Result<RegionTable> {
     }
 }
 
+/// A copy of the intact table `buf` with the BAT entry moved to `bat`,
+/// every other entry kept; `None` if it has no BAT entry.
+pub(crate) fn with_bat(buf: &[u8], bat: Region) -> Option<Vec<u8>> {
+    let mut out = buf.get(..REGION_TABLE_SIZE)?.to_vec();
+    let count = u32_at(&out, 8).min(MAX_TABLE_ENTRIES) as usize;
+    let e = (0..count)
+        .map(|i| HEADER_LEN + i * ENTRY_LEN)
+        .find(|&e| guid_at(&out, e) == BAT_GUID)?;
+    put_u64(&mut out, e + 16, bat.offset);
+    put_u32(&mut out, e + 24, bat.length);
+    seal(&mut out, 4);
+    Some(out)
+}
+
 /// Encodes a table holding the BAT and metadata regions, both required.
 pub(crate) fn encode(table: &RegionTable) -> Vec<u8> {
     let mut b = vec![0u8; REGION_TABLE_SIZE];

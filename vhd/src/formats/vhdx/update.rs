@@ -7,10 +7,14 @@ use std::sync::atomic::Ordering;
 
 use uuid::Uuid;
 
-use super::bat::{ENTRIES_PER_PAGE, Geometry, PayloadState, SB_PRESENT, make_entry};
-use super::format::{HEADER_OFFSETS, MAX_VIRTUAL_SIZE, MIB, unsupported, us};
+use super::bat::{BatCache, ENTRIES_PER_PAGE, Geometry, PayloadState, SB_PRESENT, make_entry};
+use super::format::{
+    HEADER_OFFSETS, MAX_VIRTUAL_SIZE, MIB, REGION_TABLE_OFFSETS, REGION_TABLE_SIZE, corrupt,
+    round_up, unsupported, us,
+};
 use super::io::{self, lookup};
 use super::log::{LogUpdate, LogWriter};
+use super::region::{self, Region};
 use super::{Layout, VhdxImage, Writer, lock, read_lock, write_lock};
 use crate::{Error, Result};
 
@@ -357,6 +361,60 @@ fn zero_partial(img: &VhdxImage, block: u64, in_off: u64, len: u64) -> Result<()
     Ok(())
 }
 
+/// Moves the BAT to a larger region at the end of the file: the copy is
+/// written and flushed while nothing refers to it, then both region tables
+/// switch to it through the log, then the old region's space is released.
+fn relocate_bat(img: &VhdxImage, w: &mut Writer, layout: &mut Layout, entries: u64) -> Result<()> {
+    let len = round_up(entries * 8, MIB)
+        .and_then(|l| u32::try_from(l).ok())
+        .ok_or_else(|| Error::InvalidArgument("the BAT would exceed 4 GiB".into()))?;
+    let old_offset = layout.bat.region_offset;
+    let old_len = layout.bat.region_length;
+    let mut table = vec![0u8; REGION_TABLE_SIZE];
+    let mut intact = None;
+    for at in REGION_TABLE_OFFSETS {
+        img.read_file(&mut table, at)?;
+        if region::is_intact(&table) {
+            intact = Some(table.clone());
+            break;
+        }
+    }
+    let table =
+        intact.ok_or_else(|| corrupt("region table", REGION_TABLE_OFFSETS[0], "no intact copy"))?;
+    let new_offset = append(img, w, u64::from(len))?;
+    let pages = layout.bat.entries.div_ceil(ENTRIES_PER_PAGE);
+    for page in 0..pages {
+        let data = layout
+            .bat
+            .page_bytes(page, |off, buf| img.read_file(buf, off))?;
+        img.file.write_all_at(&data[..], new_offset + page * 4096)?;
+    }
+    img.file.sync_data()?;
+    let new_table = region::with_bat(
+        &table,
+        Region {
+            offset: new_offset,
+            length: len,
+        },
+    )
+    .ok_or_else(|| corrupt("region table", REGION_TABLE_OFFSETS[0], "no BAT entry"))?;
+    let mut updates = Vec::new();
+    for at in REGION_TABLE_OFFSETS {
+        for (k, chunk) in new_table.chunks_exact(4096).enumerate() {
+            let mut data = Box::new([0u8; 4096]);
+            data.copy_from_slice(chunk);
+            updates.push(LogUpdate::Page {
+                offset: at + k as u64 * 4096,
+                data,
+            });
+        }
+    }
+    commit(img, w, &updates)?;
+    layout.bat = BatCache::new(new_offset, u64::from(len), layout.bat.entries);
+    img.file.punch_hole(old_offset, old_len)?;
+    Ok(())
+}
+
 /// Grows the disk to `new_size` bytes: BAT entries for the new blocks
 /// (allocated up front in a fixed image), then the virtual disk size, all
 /// through the log.
@@ -388,11 +446,7 @@ pub(super) fn resize(img: &VhdxImage, new_size: u64) -> Result<()> {
     );
     let entries = geo.total_entries();
     if entries * 8 > layout.bat.region_length {
-        return Err(unsupported(format!(
-            "growing to {new_size} bytes needs {} BAT bytes, more than the {}-byte BAT region holds",
-            entries * 8,
-            layout.bat.region_length
-        )));
+        relocate_bat(img, &mut w, &mut layout, entries)?;
     }
     layout.bat.grow(entries);
     let fixed = img.meta.leave_block_allocated && img.parent.is_none();
