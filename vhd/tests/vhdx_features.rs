@@ -127,6 +127,17 @@ fn zeroes_and_discard_pick_block_states() {
     let report = vhd::check(&path, false).unwrap();
     assert!(report.is_clean(), "{:?}", report.findings);
     qemu_img(&["check", path.to_str().unwrap()]);
+    let raw = dir.path().join("z.raw");
+    std::fs::write(&raw, &want).unwrap();
+    qemu_img(&[
+        "compare",
+        "-f",
+        "vhdx",
+        "-F",
+        "raw",
+        path.to_str().unwrap(),
+        raw.to_str().unwrap(),
+    ]);
 }
 
 #[test]

@@ -269,18 +269,38 @@ pub(super) fn read_in_block(
 }
 
 /// Writes `buf` at disk offset `offset` (inside the disk); the session has
-/// started.
+/// started. Blocks that need a fresh allocation are allocated together:
+/// one flush and one log commit for all of them.
 pub(super) fn write(img: &VhdxImage, buf: &[u8], offset: u64) -> Result<()> {
     let bs = u64::from(img.meta.block_size);
     let mut done = 0usize;
+    let mut fresh: Vec<(u64, u64, &[u8])> = Vec::new();
     while done < buf.len() {
         let pos = offset + done as u64;
-        let in_off = pos % bs;
+        let (block, in_off) = (pos / bs, pos % bs);
         let n = (buf.len() - done).min(us(bs - in_off));
-        write_in_block(img, pos / bs, in_off, &buf[done..done + n])?;
+        let data = &buf[done..done + n];
         done += n;
+        let state = {
+            let layout = read_lock(&img.layout);
+            lookup(img, &layout, block)?
+        };
+        match state.state {
+            PayloadState::FullyPresent => {
+                img.file.write_all_at(data, state.offset + in_off)?;
+            }
+            PayloadState::PartiallyPresent => update::write_slow(img, block, in_off, data)?,
+            PayloadState::NotPresent if img.parent.is_some() && (in_off != 0 || n as u64 != bs) => {
+                update::write_slow(img, block, in_off, data)?
+            }
+            _ => fresh.push((block, in_off, data)),
+        }
     }
-    Ok(())
+    match fresh.len() {
+        0 => Ok(()),
+        1 => update::write_slow(img, fresh[0].0, fresh[0].1, fresh[0].2),
+        _ => update::allocate_many(img, &fresh),
+    }
 }
 
 /// Writes inside one block: directly when it is allocated, else through

@@ -273,6 +273,48 @@ pub(super) fn write_slow(img: &VhdxImage, block: u64, in_off: u64, data: &[u8]) 
     }
 }
 
+/// Allocates fresh blocks for several pieces at once (each a block, an
+/// offset in it and the data): data written, one flush, one commit. A piece
+/// whose block changed state meanwhile goes through [`write_slow`].
+pub(super) fn allocate_many(img: &VhdxImage, pieces: &[(u64, u64, &[u8])]) -> Result<()> {
+    let bs = u64::from(img.meta.block_size);
+    let mut later = Vec::new();
+    {
+        let mut w = lock(&img.writer);
+        let layout = read_lock(&img.layout);
+        let mut changes = Vec::new();
+        for &(block, in_off, data) in pieces {
+            let b = lookup(img, &layout, block)?;
+            let whole = in_off == 0 && data.len() as u64 == bs;
+            match b.state {
+                PayloadState::FullyPresent => img.file.write_all_at(data, b.offset + in_off)?,
+                PayloadState::PartiallyPresent => later.push((block, in_off, data)),
+                PayloadState::NotPresent if img.parent.is_some() && !whole => {
+                    later.push((block, in_off, data))
+                }
+                _ => {
+                    let off = append(img, &mut w, bs)?;
+                    img.file.write_all_at(data, off + in_off)?;
+                    changes.push((b.index, make_entry(PayloadState::FullyPresent.bits(), off)));
+                }
+            }
+            if changes.len() == 64 {
+                img.file.sync_data()?;
+                commit_bat(img, &mut w, &layout, &changes, Vec::new())?;
+                changes.clear();
+            }
+        }
+        if !changes.is_empty() {
+            img.file.sync_data()?;
+            commit_bat(img, &mut w, &layout, &changes, Vec::new())?;
+        }
+    }
+    for (block, in_off, data) in later {
+        write_slow(img, block, in_off, data)?;
+    }
+    Ok(())
+}
+
 /// Makes `[offset, offset + len)` read as zeros: whole blocks by state
 /// (UNMAPPED for a discard without a parent, ZERO otherwise), partial
 /// blocks by writing zeros where they do not already read as zeros.
