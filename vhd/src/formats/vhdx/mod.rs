@@ -2,6 +2,9 @@
 
 use std::path::Path;
 
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) mod log;
+
 use crate::file::ImageFile;
 use crate::{
     ChainContext, CheckReport, CreateOptions, DiskImage, Error, Extent, Format, ImageInfo, Result,
