@@ -26,6 +26,8 @@ mod scan;
 mod writer;
 
 #[cfg(test)]
+mod qemu_tests;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;
