@@ -600,3 +600,38 @@ fn reset_stops_the_queues_and_allows_reactivation() {
         .unwrap();
     rig.assert_healthy();
 }
+
+#[test]
+fn chains_built_by_the_virtio_queue_mock_driver() {
+    use virtio_queue::desc::RawDescriptor;
+    use virtio_queue::desc::split::Descriptor;
+    use vm_memory::{Bytes, GuestAddress};
+
+    let dir = tempfile::tempdir().unwrap();
+    let image = raw_image(dir.path(), DISK);
+    let data = pattern(77, 1024);
+    image.write_at(&data, 4096).unwrap();
+    let dev: virtio_blk::Block<Mem> =
+        virtio_blk::Block::new(image, &BlockOptions::default()).unwrap();
+    dev.negotiate(dev.features()).unwrap();
+    let mem = guest_memory();
+    let (mock, queue) = Driver::mock_queue(&mem, 16);
+    mem.write_slice(&header(T_IN, 8), GuestAddress(0x10_0000))
+        .unwrap();
+    mem.write_obj(S_UNTOUCHED, GuestAddress(0x30_0000)).unwrap();
+    let descs = [
+        RawDescriptor::from(Descriptor::new(0x10_0000, 16, F_NEXT, 1)),
+        RawDescriptor::from(Descriptor::new(0x20_0000, 1024, F_NEXT | F_WRITE, 2)),
+        RawDescriptor::from(Descriptor::new(0x30_0000, 1, F_WRITE, 0)),
+    ];
+    mock.add_desc_chains(&descs, 0).unwrap();
+    dev.activate(mem.clone(), vec![queue], Arc::new(Irq::default()))
+        .unwrap();
+    dev.process_queue(0).unwrap();
+    let used = mock.used().ring().ref_at(0).unwrap().load();
+    assert_eq!((used.id(), used.len()), (0, 1025));
+    assert_eq!(mem.read_obj::<u8>(GuestAddress(0x30_0000)).unwrap(), S_OK);
+    let mut got = vec![0u8; 1024];
+    mem.read_slice(&mut got, GuestAddress(0x20_0000)).unwrap();
+    assert_eq!(got, data);
+}

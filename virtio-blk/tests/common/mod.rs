@@ -121,19 +121,37 @@ pub fn range(sector: u64, num_sectors: u32, flags: u32) -> [u8; 16] {
 
 impl Driver {
     /// Lays out queue `index` of `size` entries at a fixed place per queue
-    /// and returns it with the device-side `Queue`.
+    /// and returns it with the device-side `Queue`, configured as a
+    /// transport would.
+    ///
+    /// The rings are placed here rather than by `MockSplitQueue::create`,
+    /// whose layout puts the used ring inside the available ring (it takes
+    /// the available ring's length in entries for its length in bytes).
     pub fn new(mem: Arc<Mem>, index: u16, size: u16) -> (Driver, Queue) {
         let base = u64::from(index) * 0x4_0000;
-        let mock = MockSplitQueue::create(&*mem, GuestAddress(base), size);
-        let queue: Queue = mock.create_queue().expect("mock queue");
+        let desc_table = base;
+        let avail = desc_table + 16 * u64::from(size);
+        // flags, idx, ring, used_event.
+        let avail_end = avail + 6 + 2 * u64::from(size);
+        let used = avail_end.next_multiple_of(4);
+        let used_end = used + 6 + 8 * u64::from(size);
+        assert!(used_end <= base + 0x4_0000, "queue {index} fits its slot");
+        let zeros = vec![0u8; (used_end - base) as usize];
+        mem.write_slice(&zeros, GuestAddress(base)).unwrap();
+        let mut queue = Queue::new(size).expect("queue size");
+        queue.set_size(size);
+        queue.set_desc_table_address(Some(desc_table as u32), Some((desc_table >> 32) as u32));
+        queue.set_avail_ring_address(Some(avail as u32), Some((avail >> 32) as u32));
+        queue.set_used_ring_address(Some(used as u32), Some((used >> 32) as u32));
+        queue.set_ready(true);
         // Each queue gets its own slice of the heap so that queues served
         // in parallel never share buffers.
         let heap = HEAP_START + u64::from(index) * HEAP_SIZE;
         let indirect_base = INDIRECT_START + u64::from(index) * INDIRECT_SIZE;
         let d = Driver {
-            desc_table: mock.desc_table_addr().raw_value(),
-            avail: mock.avail_addr().raw_value(),
-            used: mock.used_addr().raw_value(),
+            desc_table,
+            avail,
+            used,
             mem,
             index,
             size,
@@ -146,6 +164,15 @@ impl Driver {
             indirect_base,
         };
         (d, queue)
+    }
+
+    /// A queue laid out by `MockSplitQueue` (small queues only: see
+    /// [`Driver::new`]), to check that the device accepts what
+    /// virtio-queue's own mock driver builds.
+    pub fn mock_queue(mem: &Mem, size: u16) -> (MockSplitQueue<'_, Mem>, Queue) {
+        let mock = MockSplitQueue::create(mem, GuestAddress(0), size);
+        let queue: Queue = mock.create_queue().expect("mock queue");
+        (mock, queue)
     }
 
     /// Allocates `len` bytes of buffer space (a bump allocator that wraps).
