@@ -97,6 +97,9 @@ struct Worker<M> {
     mem: Arc<M>,
     interrupt: Arc<dyn Interrupt>,
     bufs: ChainBuffers,
+    /// Heads taken from the available ring, served in order (at most a
+    /// queue's worth: virtio-queue refuses an index further ahead).
+    heads: Vec<u16>,
 }
 
 impl<M> fmt::Debug for Worker<M> {
@@ -359,6 +362,7 @@ impl<M: GuestMemoryBackend + Send + Sync> Block<M> {
                     mem: Arc::clone(&mem),
                     interrupt: Arc::clone(&interrupt),
                     bufs: ChainBuffers::default(),
+                    heads: Vec::new(),
                 });
             }
         }
@@ -413,18 +417,29 @@ impl<M: GuestMemoryBackend + Send + Sync> Worker<M> {
         }
     }
 
-    /// The next available chain's head, if any.
-    fn next_head(&mut self) -> Result<Option<u16>> {
+    /// Takes every available chain's head into `self.heads`.
+    fn take_heads(&mut self) -> Result<()> {
+        self.heads.clear();
         let mem = &*self.mem;
         match self.queue.iter(mem) {
-            Ok(mut iter) => Ok(iter.next().map(|chain| chain.head_index())),
-            Err(e) => Err(self.queue_error(e)),
+            Ok(iter) => {
+                self.heads.extend(iter.map(|chain| chain.head_index()));
+                Ok(())
+            }
+            Err(e) => Err(Error::Queue {
+                index: self.index,
+                source: e,
+            }),
         }
     }
 
     fn process(&mut self, shared: &Shared) -> Result<()> {
         let event_idx = self.queue.event_idx_enabled();
         let mut added = 0u32;
+        // Rounds in a row that found nothing although the ring said there
+        // was more: one is a race with the driver, two a ring that cannot
+        // be read.
+        let mut empty_rounds = 0u32;
         loop {
             if event_idx {
                 let mem = &*self.mem;
@@ -433,13 +448,20 @@ impl<M: GuestMemoryBackend + Send + Sync> Worker<M> {
                     .map_err(|e| self.queue_error(e))?;
             }
             let mut served = 0u32;
-            while let Some(head) = self.next_head()? {
-                if shared.stopping.load(Ordering::Acquire) {
-                    return Ok(());
+            loop {
+                self.take_heads()?;
+                if self.heads.is_empty() {
+                    break;
                 }
-                served += 1;
-                if self.serve(shared, head)? {
-                    added += 1;
+                for i in 0..self.heads.len() {
+                    if shared.stopping.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    let head = self.heads[i];
+                    served += 1;
+                    if self.serve(shared, head)? {
+                        added += 1;
+                    }
                 }
             }
             if !event_idx {
@@ -454,7 +476,12 @@ impl<M: GuestMemoryBackend + Send + Sync> Worker<M> {
                 break;
             }
             if served == 0 {
-                return Err(Error::QueueStuck { index: self.index });
+                empty_rounds += 1;
+                if empty_rounds >= 2 {
+                    return Err(Error::QueueStuck { index: self.index });
+                }
+            } else {
+                empty_rounds = 0;
             }
         }
         if added > 0 {

@@ -566,7 +566,16 @@ fn ranges<M: GuestMemoryBackend>(
             // Without UNMAP the range must stay allocated: write real zeros.
             write_explicit_zeroes(ctx.image, offset, bytes)
         };
-        done.map_err(RequestError::Image)?;
+        match done {
+            Ok(()) => {}
+            // The format cannot do it (a fixed image cannot deallocate):
+            // the request is unsupported, not an I/O error.
+            Err(e) if discard && e.kind() == vhd::ErrorKind::Unsupported => {
+                log::debug!("virtio-blk: discard unsupported by the image: {e}");
+                return Ok(VIRTIO_BLK_S_UNSUPP);
+            }
+            Err(e) => return Err(RequestError::Image(e)),
+        }
     }
     settle(ctx)?;
     Ok(VIRTIO_BLK_S_OK)

@@ -635,3 +635,56 @@ fn chains_built_by_the_virtio_queue_mock_driver() {
     mem.read_slice(&mut got, GuestAddress(0x20_0000)).unwrap();
     assert_eq!(got, data);
 }
+
+fn config_u32(dev: &virtio_blk::Block<Mem>, at: u64) -> u32 {
+    let mut b = [0u8; 4];
+    dev.read_config(at, &mut b);
+    u32::from_le_bytes(b)
+}
+
+#[test]
+fn sector_sizes_reach_the_guest() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = raw_image(dir.path(), DISK);
+    for (logical, physical, exp, min_io) in [
+        (512u32, 512u32, 0u8, 1u16),
+        (512, 4096, 3, 8),
+        (4096, 4096, 0, 1),
+    ] {
+        let image = Arc::new(Sectors {
+            inner: raw.clone(),
+            logical,
+            physical,
+        });
+        let mut rig = Rig::with_image(image);
+        assert_eq!(config_u32(&rig.dev, 20), logical, "blk_size");
+        let mut topo = [0u8; 4];
+        rig.dev.read_config(24, &mut topo);
+        assert_eq!(topo[0], exp, "physical_block_exp");
+        assert_eq!(topo[1], 0, "alignment_offset");
+        assert_eq!(
+            u16::from_le_bytes([topo[2], topo[3]]),
+            min_io,
+            "min_io_size"
+        );
+        assert_eq!(
+            config_u32(&rig.dev, 44),
+            physical.max(logical) / 512,
+            "discard alignment"
+        );
+        let mut cap = [0u8; 8];
+        rig.dev.read_config(0, &mut cap);
+        assert_eq!(
+            u64::from_le_bytes(cap),
+            DISK / 512,
+            "capacity stays in 512-byte sectors"
+        );
+        // Sector numbers in requests stay 512-byte units.
+        let data = pattern(u64::from(logical), 4096);
+        assert_eq!(rig.write(8, &data).status, S_OK);
+        let mut back = vec![0u8; 4096];
+        raw.read_at(&mut back, 8 * 512).unwrap();
+        assert_eq!(back, data);
+        assert_eq!(rig.read(8, 4096).1, data);
+    }
+}

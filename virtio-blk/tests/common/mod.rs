@@ -586,3 +586,48 @@ pub fn raw_image(dir: &Path, size: u64) -> Arc<dyn DiskImage> {
 pub fn ready(q: &mut Queue) {
     q.set_ready(true);
 }
+
+/// An image that reports other sector sizes than the one it wraps (a
+/// stand-in for a 4 KiB-sector disk where no format offers one).
+#[derive(Debug)]
+pub struct Sectors {
+    pub inner: Arc<dyn DiskImage>,
+    pub logical: u32,
+    pub physical: u32,
+}
+
+impl DiskImage for Sectors {
+    fn virtual_size(&self) -> u64 {
+        self.inner.virtual_size()
+    }
+    fn logical_sector_size(&self) -> u32 {
+        self.logical
+    }
+    fn physical_sector_size(&self) -> u32 {
+        self.physical
+    }
+    fn read_only(&self) -> bool {
+        self.inner.read_only()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> vhd::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> vhd::Result<()> {
+        self.inner.write_at(buf, offset)
+    }
+    fn flush(&self) -> vhd::Result<()> {
+        self.inner.flush()
+    }
+    fn write_zeroes(&self, offset: u64, len: u64) -> vhd::Result<()> {
+        self.inner.write_zeroes(offset, len)
+    }
+    fn discard(&self, offset: u64, len: u64) -> vhd::Result<()> {
+        self.inner.discard(offset, len)
+    }
+    fn block_status(&self, offset: u64, len: u64) -> vhd::Result<Extent> {
+        self.inner.block_status(offset, len)
+    }
+    fn info(&self) -> ImageInfo {
+        self.inner.info()
+    }
+}
