@@ -28,13 +28,14 @@ where
     let slice = mem.get_slice(seg.addr, len)?;
     let guard = slice.ptr_guard_mut();
     // SAFETY: `get_slice` checked that `len` bytes at `seg.addr` lie inside
-    // one mapped region, and `guard` keeps that mapping alive until the end
-    // of this function, after the slice is dropped. The mapping is shared
-    // with the guest, which may access it concurrently: as with any
-    // MAP_SHARED memory, this crate never reads back through the slice or
-    // relies on its contents being stable; it is only the destination of the
-    // image's copy. The slice is confined to `f` and no other reference to
-    // this guest range is created by the device while it lives.
+    // one mapped region (so the pointer is non-null and the length fits),
+    // and `guard` keeps that mapping alive until the end of this function,
+    // after the slice is dropped. The mapping is shared with the guest,
+    // which may access it at any time, and a hostile guest may even point
+    // requests on two queues at the same bytes: exclusivity cannot be
+    // promised for guest-owned memory, so the slice is used only as the
+    // destination of the image's copy (pread or memcpy), is never read back
+    // by this crate, and does not outlive `f`.
     let buf = unsafe { std::slice::from_raw_parts_mut(guard.as_ptr(), guard.len()) };
     let out = f(buf);
     slice.bitmap().mark_dirty(0, len);
