@@ -34,6 +34,10 @@ pub struct BootArgs {
     /// Serial console: stdio, file:PATH or null.
     #[arg(long, default_value = "stdio", value_parser = parse_serial)]
     serial: SerialConfig,
+    /// After the VM ends, print the guest memory resident in host RAM to
+    /// standard error (for measuring the VMM's own memory overhead).
+    #[arg(long)]
+    stats: bool,
 }
 
 fn parse_serial(s: &str) -> Result<SerialConfig, String> {
@@ -69,7 +73,16 @@ pub fn run(args: BootArgs) -> ExitCode {
     if let Err(e) = vmm::install_interrupt_handler() {
         eprintln!("vmimport boot: {}", error_chain(&e));
     }
-    let result = Vm::build(&config).and_then(Vm::run);
+    let result = Vm::build(&config).and_then(|mut vm| {
+        let exit = vm.run()?;
+        if args.stats {
+            match vm.guest_resident_bytes() {
+                Ok(bytes) => eprintln!("vmimport boot: guest memory resident: {bytes} bytes"),
+                Err(e) => eprintln!("vmimport boot: guest memory resident: unknown ({e})"),
+            }
+        }
+        Ok(exit)
+    });
     match result {
         Ok(exit) => {
             if !exit.is_clean() {

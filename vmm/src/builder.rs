@@ -105,12 +105,22 @@ impl Vm {
         &self.mem
     }
 
-    /// Runs the guest until it ends; returns how.
-    pub fn run(mut self) -> Result<VmExit> {
+    /// Runs the guest until it ends; returns how. A VM runs once: its
+    /// vCPUs are consumed.
+    pub fn run(&mut self) -> Result<VmExit> {
+        if self.vcpus.is_empty() {
+            return Err(Error::AlreadyRan);
+        }
         let vcpus = std::mem::take(&mut self.vcpus);
         let result = runtime::run_vcpus(vcpus);
         self.devices.flush();
         result
+    }
+
+    /// Guest memory resident in host RAM (what the loader and the guest
+    /// touched): the part of the VMM's RSS that is the guest's.
+    pub fn guest_resident_bytes(&self) -> std::io::Result<u64> {
+        memory::resident_bytes(&self.mem)
     }
 }
 

@@ -64,6 +64,9 @@ pub enum Error {
     /// A vCPU thread could not be started.
     #[error("cannot start the thread of vcpu {0}")]
     Thread(u8, #[source] std::io::Error),
+    /// [`crate::Vm::run`] was called on a VM that already ran.
+    #[error("the vm already ran; build a new one")]
+    AlreadyRan,
     /// A vCPU stopped in a way the VMM cannot continue from.
     #[error("vcpu {vcpu} stopped: {reason}")]
     VcpuFailed {

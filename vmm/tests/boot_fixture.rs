@@ -69,7 +69,7 @@ fn boot(image: &str, cpus: u8, memory: u64, cmdline: &str, initrd: Option<&[u8]>
         std::fs::write(&p, data).unwrap();
         config.boot.initrd = Some(p);
     }
-    let vm = Vm::build(&config).unwrap_or_else(|e| panic!("building the vm: {e:?}"));
+    let mut vm = Vm::build(&config).unwrap_or_else(|e| panic!("building the vm: {e:?}"));
     let exit = vm.run().unwrap_or_else(|e| panic!("running the vm: {e:?}"));
     let text = std::fs::read_to_string(&console).unwrap();
     let report: Vec<String> = text
