@@ -224,6 +224,7 @@ pub fn parse_host_resource(value: &str) -> HostResource {
 pub enum DiskFormat {
     /// VMDK streamOptimized (`vmdk.html#streamOptimized`, and OVF 0.9's
     /// `vmdk.html#compressed`).
+    #[serde(rename = "vmdk-streamOptimized")]
     VmdkStreamOptimized,
     /// Another VMDK variant (`#sparse`, `#monolithicSparse` ...).
     VmdkOther(String),

@@ -200,7 +200,6 @@ impl<'a> Mapper<'a> {
         let cfg = self.configuration.as_deref();
         let items: Vec<&HardwareItem> =
             h.items.iter().filter(|i| i.in_configuration(cfg)).collect();
-        let ids: HashSet<&str> = items.iter().map(|i| i.instance_id.as_str()).collect();
         // Controllers first, so drives can refer to them whatever the order.
         let mut controllers: HashMap<&str, (usize, Controller)> = HashMap::new();
         let mut per_bus: HashMap<super::hardware::Bus, u32> = HashMap::new();
@@ -251,29 +250,24 @@ impl<'a> Mapper<'a> {
                 vm.unmapped.push(unmapped(UnmappedReason::NoResourceType));
                 continue;
             };
-            // Where a drive sits; an unknown Parent leaves the item unmapped.
-            let placement = || -> Result<(Option<DeviceAddress>, usize), UnmappedReason> {
+            // Where a drive sits. A Parent that is not a storage controller
+            // (oVirt writes a null UUID) leaves the drive unattached.
+            let placement = || -> (Option<DeviceAddress>, usize) {
                 let position = item
                     .address_on_parent
                     .as_deref()
                     .and_then(|a| a.trim().parse::<u32>().ok());
-                match item.parent.as_deref() {
-                    None => Ok((None, usize::MAX)),
-                    Some(p) => match controllers.get(p) {
-                        Some((cdoc, c)) => Ok((
-                            Some(DeviceAddress {
-                                controller_id: c.instance_id.clone(),
-                                bus: c.bus,
-                                controller_index: c.index,
-                                position,
-                            }),
-                            *cdoc,
-                        )),
-                        None if ids.contains(p) => Ok((None, usize::MAX)),
-                        None => Err(UnmappedReason::ParentNotFound {
-                            parent: p.to_owned(),
+                match item.parent.as_deref().and_then(|p| controllers.get(p)) {
+                    None => (None, usize::MAX),
+                    Some((cdoc, c)) => (
+                        Some(DeviceAddress {
+                            controller_id: c.instance_id.clone(),
+                            bus: c.bus,
+                            controller_index: c.index,
+                            position,
                         }),
-                    },
+                        *cdoc,
+                    ),
                 }
             };
             match t {
@@ -282,7 +276,7 @@ impl<'a> Mapper<'a> {
                         vm.unmapped.push(unmapped(UnmappedReason::Duplicate));
                         continue;
                     }
-                    match item.virtual_quantity {
+                    match item.virtual_quantity.or_else(|| topology_cpus(item)) {
                         None => vm.unmapped.push(unmapped(UnmappedReason::MissingQuantity)),
                         Some(q) => match u32::try_from(q) {
                             Ok(n) if n > 0 => vm.vcpus = Some(n),
@@ -311,13 +305,7 @@ impl<'a> Mapper<'a> {
                     }
                 }
                 rt::DISK_DRIVE => {
-                    let (address, cdoc) = match placement() {
-                        Ok(p) => p,
-                        Err(r) => {
-                            vm.unmapped.push(unmapped(r));
-                            continue;
-                        }
-                    };
+                    let (address, cdoc) = placement();
                     match self.disk_drive(item, address, products)? {
                         Ok(d) => disks.push(Placed {
                             key: sort_key(cdoc, &d.address, doc),
@@ -327,13 +315,7 @@ impl<'a> Mapper<'a> {
                     }
                 }
                 rt::CD_DRIVE | rt::DVD_DRIVE => {
-                    let (address, cdoc) = match placement() {
-                        Ok(p) => p,
-                        Err(r) => {
-                            vm.unmapped.push(unmapped(r));
-                            continue;
-                        }
-                    };
+                    let (address, cdoc) = placement();
                     match self.cd_drive(item, address) {
                         Ok(c) => cdroms.push(Placed {
                             key: sort_key(cdoc, &c.address, doc),
@@ -407,49 +389,66 @@ impl<'a> Mapper<'a> {
         let Some(hr) = item.host_resources.first() else {
             return Ok(Err(UnmappedReason::NoHostResource));
         };
-        match parse_host_resource(hr) {
-            HostResource::Disk(id) => {
-                let Some(disk) = self.disks.get(id.as_str()) else {
-                    return Ok(Err(UnmappedReason::UnknownDisk { disk_id: id }));
-                };
-                let file = match &disk.file_ref {
-                    None => None,
-                    Some(f) => Some(self.file_info(f).ok_or_else(|| MapError::UnknownFile {
-                        disk: disk.disk_id.clone(),
-                        file: f.clone(),
-                    })?),
-                };
-                self.check_parents(disk)?;
-                Ok(Ok(DiskAttachment {
-                    instance_id: item.instance_id.clone(),
-                    name: item_name(item),
-                    disk_id: Some(disk.disk_id.clone()),
-                    file,
-                    capacity_bytes: Some(capacity_bytes(disk, products)?),
-                    populated_size: disk.populated_size,
-                    format: disk_format(disk.format.as_deref()),
-                    parent_disk_id: disk.parent_ref.clone(),
-                    address,
-                }))
-            }
-            HostResource::File(id) => match self.file_info(&id) {
-                None => Ok(Err(UnmappedReason::UnknownFile { file_id: id })),
-                Some(file) => Ok(Ok(DiskAttachment {
-                    instance_id: item.instance_id.clone(),
-                    name: item_name(item),
-                    disk_id: None,
-                    file: Some(file),
-                    capacity_bytes: None,
-                    populated_size: None,
-                    format: DiskFormat::Unspecified,
-                    parent_disk_id: None,
-                    address,
-                })),
+        let disk = match parse_host_resource(hr) {
+            HostResource::Disk(id) => match self.disks.get(id.as_str()) {
+                Some(d) => *d,
+                None => return Ok(Err(UnmappedReason::UnknownDisk { disk_id: id })),
             },
-            HostResource::Other => Ok(Err(UnmappedReason::UnsupportedHostResource {
-                value: hr.clone(),
-            })),
-        }
+            HostResource::File(id) => {
+                return Ok(match self.file_info(&id) {
+                    None => Err(UnmappedReason::UnknownFile { file_id: id }),
+                    Some(file) => Ok(DiskAttachment {
+                        instance_id: item.instance_id.clone(),
+                        name: item_name(item),
+                        disk_id: None,
+                        file: Some(file),
+                        capacity_bytes: None,
+                        populated_size: None,
+                        format: DiskFormat::Unspecified,
+                        parent_disk_id: None,
+                        address,
+                    }),
+                });
+            }
+            HostResource::Other => {
+                // Some exports name the disk or its file directly.
+                let v = hr.trim();
+                let direct = self.disks.get(v).copied().or_else(|| {
+                    self.envelope
+                        .disk_section
+                        .iter()
+                        .flat_map(|s| s.disks.iter())
+                        .find(|d| d.file_ref.as_deref() == Some(v))
+                });
+                match direct {
+                    Some(d) => d,
+                    None => {
+                        return Ok(Err(UnmappedReason::UnsupportedHostResource {
+                            value: hr.clone(),
+                        }));
+                    }
+                }
+            }
+        };
+        let file = match &disk.file_ref {
+            None => None,
+            Some(f) => Some(self.file_info(f).ok_or_else(|| MapError::UnknownFile {
+                disk: disk.disk_id.clone(),
+                file: f.clone(),
+            })?),
+        };
+        self.check_parents(disk)?;
+        Ok(Ok(DiskAttachment {
+            instance_id: item.instance_id.clone(),
+            name: item_name(item),
+            disk_id: Some(disk.disk_id.clone()),
+            file,
+            capacity_bytes: Some(capacity_bytes(disk, products)?),
+            populated_size: disk.populated_size,
+            format: disk_format(disk.format.as_deref()),
+            parent_disk_id: disk.parent_ref.clone(),
+            address,
+        }))
     }
 
     fn check_parents(&self, disk: &VirtualDisk) -> Result<(), MapError> {
@@ -515,6 +514,20 @@ impl<'a> Mapper<'a> {
 
 fn is_range_bound(item: &HardwareItem) -> bool {
     matches!(item.bound.as_deref(), Some("min") | Some("max"))
+}
+
+/// vCPUs from oVirt's topology properties when VirtualQuantity is absent.
+fn topology_cpus(item: &HardwareItem) -> Option<u64> {
+    let get = |k: &str| {
+        item.other_properties
+            .iter()
+            .find(|(n, _)| n == k)
+            .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+    };
+    let sockets = get("num_of_sockets")?;
+    let cores = get("cpu_per_socket").unwrap_or(1);
+    let threads = get("threads_per_cpu").unwrap_or(1);
+    sockets.checked_mul(cores)?.checked_mul(threads)
 }
 
 fn item_name(item: &HardwareItem) -> Option<String> {

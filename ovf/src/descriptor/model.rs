@@ -14,6 +14,8 @@ use super::xml::XmlElement;
 pub const NS_OVF_0_9: &str = "http://www.vmware.com/schema/ovf/1/envelope";
 /// Envelope namespace of OVF 1.x.
 pub const NS_OVF_1: &str = "http://schemas.dmtf.org/ovf/envelope/1";
+/// The 1.x namespace as oVirt writes it, with a trailing slash.
+pub const NS_OVF_1_SLASH: &str = "http://schemas.dmtf.org/ovf/envelope/1/";
 /// Envelope namespace of OVF 2.x.
 pub const NS_OVF_2: &str = "http://schemas.dmtf.org/ovf/envelope/2";
 /// CIM ResourceAllocationSettingData (`rasd:`).
@@ -65,7 +67,8 @@ impl OvfVersion {
     pub fn from_namespace(ns: &str) -> Option<Self> {
         match ns {
             NS_OVF_0_9 => Some(OvfVersion::V0_9),
-            NS_OVF_1 => Some(OvfVersion::V1),
+            // oVirt writes the 1.x namespace with a trailing slash.
+            NS_OVF_1 | NS_OVF_1_SLASH => Some(OvfVersion::V1),
             NS_OVF_2 => Some(OvfVersion::V2),
             _ => None,
         }
@@ -493,7 +496,7 @@ pub struct HardwareItem {
     pub other_resource_type: Option<String>,
     /// `ResourceSubType`.
     pub resource_sub_type: Option<String>,
-    /// `ElementName` (or `Caption` when only that is present).
+    /// `ElementName`.
     pub element_name: Option<String>,
     /// `Caption`.
     pub caption: Option<String>,

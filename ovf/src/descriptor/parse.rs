@@ -143,10 +143,14 @@ pub(crate) fn required_attr<'a>(
     local: &'static str,
     context: &dyn Fn() -> String,
 ) -> Result<&'a str, DescriptorError> {
-    ovf_attr(el, local).ok_or_else(|| DescriptorError::MissingAttribute {
+    let value = ovf_attr(el, local).ok_or_else(|| DescriptorError::MissingAttribute {
         element: context(),
         attribute: local,
-    })
+    })?;
+    if value.trim().is_empty() {
+        return Err(invalid(context, local, value, "a non-empty value"));
+    }
+    Ok(value)
 }
 
 /// The text of the first OVF-namespace child named `local`, `None` when

@@ -298,11 +298,6 @@ pub enum UnmappedReason {
         /// The file id.
         file_id: String,
     },
-    /// `Parent` names no item of this configuration.
-    ParentNotFound {
-        /// The parent id.
-        parent: String,
-    },
 }
 
 impl fmt::Display for UnmappedReason {
@@ -335,9 +330,6 @@ impl fmt::Display for UnmappedReason {
             }
             UnmappedReason::UnknownFile { file_id } => {
                 write!(f, "file {file_id:?} is not in References")
-            }
-            UnmappedReason::ParentNotFound { parent } => {
-                write!(f, "parent {parent:?} is not an item of this configuration")
             }
         }
     }
