@@ -202,7 +202,8 @@ fn bad_utf8_and_other_encodings() {
 
 #[test]
 fn malformed_documents() {
-    let cases: Vec<(String, fn(&DescriptorError) -> bool)> = vec![
+    type Check = fn(&DescriptorError) -> bool;
+    let cases: Vec<(String, Check)> = vec![
         (String::new(), |e| matches!(e, DescriptorError::Empty)),
         (format!("{HEAD}<References>"), |e| {
             matches!(e, DescriptorError::Xml { .. } | DescriptorError::Truncated)
