@@ -441,20 +441,20 @@ impl Writer {
             .map(|(_, u)| u.as_str())
     }
 
-    /// Picks the prefix to write `name` with, adding a declaration to
-    /// `decls` when the binding in scope differs.
+    /// Picks the prefix to write `name` with. `entries` holds the prefixes
+    /// this element already uses, `(prefix, uri, declared here)`, so that a
+    /// declaration never changes the meaning of a prefix the same element
+    /// uses for another namespace.
     fn bind(
         &self,
         name: &XmlName,
         attribute: bool,
-        decls: &mut Vec<(String, String)>,
+        entries: &mut Vec<(String, String, bool)>,
     ) -> Result<Option<String>, WriteError> {
-        let Some(ns) = name.namespace.as_deref() else {
-            if !attribute && self.lookup("").is_some_and(|u| !u.is_empty()) {
-                let pending = decls.iter().find(|(p, _)| p.is_empty());
-                if pending.is_none() {
-                    decls.push((String::new(), String::new()));
-                }
+        let Some(ns) = name.namespace.as_deref().filter(|ns| !ns.is_empty()) else {
+            if !attribute && !entries.iter().any(|(p, _, _)| p.is_empty()) {
+                let declare = self.lookup("").is_some_and(|u| !u.is_empty());
+                entries.push((String::new(), String::new(), declare));
             }
             return Ok(None);
         };
@@ -466,18 +466,18 @@ impl Writer {
             (None, false) => String::new(),
             (None, true) => "ns".into(),
         };
-        if prefix == "xml" || prefix == "xmlns" {
+        if prefix == "xml" || prefix == "xmlns" || (attribute && prefix.is_empty()) {
             prefix = "ns".into();
         }
         check_prefix(&prefix)?;
         let mut candidate = prefix.clone();
         let mut n = 0u32;
         loop {
-            let pending = decls
+            let taken = entries
                 .iter()
-                .find(|(p, _)| *p == candidate)
-                .map(|(_, u)| u.as_str());
-            match pending {
+                .find(|(p, _, _)| *p == candidate)
+                .map(|(_, u, _)| u.as_str());
+            match taken {
                 Some(u) if u == ns => break,
                 Some(_) => {
                     n += 1;
@@ -485,9 +485,8 @@ impl Writer {
                     candidate = format!("{stem}{n}");
                 }
                 None => {
-                    if self.lookup(&candidate) != Some(ns) {
-                        decls.push((candidate.clone(), ns.to_owned()));
-                    }
+                    let declare = self.lookup(&candidate) != Some(ns);
+                    entries.push((candidate.clone(), ns.to_owned(), declare));
                     break;
                 }
             }
@@ -501,14 +500,19 @@ impl Writer {
 
     fn raw(&mut self, el: &XmlElement, d: usize) -> Result<(), WriteError> {
         check_name(&el.name.local)?;
-        let mut decls = Vec::new();
-        let prefix = self.bind(&el.name, false, &mut decls)?;
+        let mut entries = Vec::new();
+        let prefix = self.bind(&el.name, false, &mut entries)?;
         let mut attrs = Vec::new();
         for a in &el.attributes {
             check_name(&a.name.local)?;
-            let p = self.bind(&a.name, true, &mut decls)?;
+            let p = self.bind(&a.name, true, &mut entries)?;
             attrs.push((p, &a.name.local, &a.value));
         }
+        let decls: Vec<(String, String)> = entries
+            .into_iter()
+            .filter(|(_, _, declare)| *declare)
+            .map(|(p, u, _)| (p, u))
+            .collect();
         let qname = match &prefix {
             Some(p) => format!("{p}:{}", el.name.local),
             None => el.name.local.clone(),

@@ -43,7 +43,10 @@ impl Default for Limits {
 }
 
 /// A namespace-qualified XML name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+///
+/// Names compare and hash by namespace and local part only: the prefix is a
+/// hint for the writer, which may have to pick another one.
+#[derive(Debug, Clone, Serialize)]
 pub struct XmlName {
     /// Namespace URI, `None` for a name in no namespace.
     pub namespace: Option<String>,
@@ -51,6 +54,21 @@ pub struct XmlName {
     pub prefix: Option<String>,
     /// Local part of the name.
     pub local: String,
+}
+
+impl PartialEq for XmlName {
+    fn eq(&self, other: &Self) -> bool {
+        self.namespace == other.namespace && self.local == other.local
+    }
+}
+
+impl Eq for XmlName {}
+
+impl std::hash::Hash for XmlName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.namespace.hash(state);
+        self.local.hash(state);
+    }
 }
 
 impl XmlName {
