@@ -56,7 +56,20 @@ impl PackageReader {
         let name = member.name.clone();
         let base = if chunked {
             match split_chunk_name(&name) {
-                Some((base, 0)) => Some(base.to_string()),
+                Some((base, 0)) => {
+                    let early = self.members().iter().find_map(|m| {
+                        split_chunk_name(&m.name).filter(|(b, n)| *b == base && *n > 0)
+                    });
+                    if let Some((_, n)) = early {
+                        return Err(PackageError::Chunk {
+                            href: base.to_string(),
+                            reason: format!(
+                                "chunk {n} came before chunk 0: chunks must follow each other in order"
+                            ),
+                        });
+                    }
+                    Some(base.to_string())
+                }
                 Some((base, n)) => {
                     return Err(PackageError::Chunk {
                         href: base.to_string(),
