@@ -1,5 +1,6 @@
 //! Gzip-compressed and chunked files, read while streaming, from tars and
 //! directory packages; directory packages refuse links.
+#![allow(clippy::cast_possible_truncation)]
 
 #[path = "package_util.rs"]
 mod util;

@@ -8,7 +8,7 @@ use std::io::Read;
 use ovf::package::{DigestAlgorithm, PackageContents, PackageReader, Result, manifest_line};
 
 /// How a header encodes its size.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub enum Size {
     /// 11 octal digits.
     Octal(u64),
@@ -17,7 +17,7 @@ pub enum Size {
 }
 
 /// Header dialect.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Magic {
     /// POSIX ustar (`ustar\0` `00`).
     Ustar,
@@ -63,7 +63,7 @@ pub fn set_checksum(h: &mut [u8; 512]) {
 }
 
 /// Builds archives entry by entry.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Tar {
     pub bytes: Vec<u8>,
 }
