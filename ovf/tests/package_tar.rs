@@ -285,3 +285,28 @@ fn huge_member_truncated() {
     let err = pkg.next_member().unwrap_err();
     assert!(matches!(err, PackageError::Truncated { .. }), "{err}");
 }
+
+/// The end-of-archive marker: a lone zero block at the end of the input is
+/// accepted (GNU tar does too), and bytes after the marker are not members.
+#[test]
+fn end_of_archive_marker() {
+    let mut t = Tar::new();
+    t.file("a.ovf", b"x");
+    let mut lone = t.bytes.clone();
+    lone.extend_from_slice(&[0u8; 512]);
+    let pkg = PackageReader::ova(io::Cursor::new(lone), PackageOptions::default());
+    assert_eq!(util::read_all(pkg).unwrap().0.len(), 1);
+
+    let mut trailing = t.finish();
+    trailing.extend_from_slice(&header("ghost.img", Size::Octal(0), b'0', "", Magic::Ustar));
+    let pkg = PackageReader::ova(io::Cursor::new(trailing), PackageOptions::default());
+    let (members, _) = util::read_all(pkg).unwrap();
+    assert_eq!(members.len(), 1);
+
+    // No marker at all: truncated.
+    let pkg = PackageReader::ova(io::Cursor::new(t.bytes.clone()), PackageOptions::default());
+    assert!(matches!(
+        util::read_all(pkg).unwrap_err(),
+        PackageError::Truncated { .. }
+    ));
+}

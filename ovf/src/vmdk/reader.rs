@@ -375,7 +375,7 @@ impl<R: Read> StreamReader<R> {
         self.inflater.reset(true);
         let mut status = self
             .inflater
-            .decompress(&self.compressed, &mut self.grain, FlushDecompress::Finish)
+            .decompress(&self.compressed, &mut self.grain, FlushDecompress::None)
             .map_err(|source| VmdkError::Inflate {
                 offset: at,
                 lba,
@@ -391,11 +391,7 @@ impl<R: Read> StreamReader<R> {
             let mut spare = [0u8; 1];
             status = self
                 .inflater
-                .decompress(
-                    &self.compressed[used..],
-                    &mut spare,
-                    FlushDecompress::Finish,
-                )
+                .decompress(&self.compressed[used..], &mut spare, FlushDecompress::None)
                 .map_err(|source| VmdkError::Inflate {
                     offset: at,
                     lba,
