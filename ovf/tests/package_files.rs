@@ -211,3 +211,73 @@ fn directory_package_refuses_symlinks() {
     assert!(pkg.next_member().is_err());
     assert!(pkg.want(["../x"]).is_err());
 }
+
+/// A gzip-compressed streamOptimized VMDK split in chunks converts straight
+/// from the tar stream; `drain` moves past what the VMDK reader left.
+#[test]
+fn gzip_chunked_vmdk_converts_from_the_stream() {
+    use ovf::vmdk::{CopyOptions, StreamWriter, WriterOptions, copy_vmdk_stream_to};
+    use vhd::DiskImage;
+
+    let mut disk = random_bytes(11, 512 << 10);
+    disk[100_000..300_000].fill(0);
+    let mut w = StreamWriter::new(Vec::new(), disk.len() as u64, WriterOptions::default()).unwrap();
+    for (i, c) in disk.chunks(65536).enumerate() {
+        if c.iter().any(|&b| b != 0) {
+            w.write_grain(i as u64 * 65536, c).unwrap();
+        }
+    }
+    let mut vmdk = w.finish().unwrap();
+    vmdk.extend_from_slice(&[0u8; 4096]); // trailing bytes the VMDK reader never needs
+    let gz = gzip(&vmdk);
+    let mut t = Tar::new();
+    t.file("p.ovf", b"x");
+    for (i, c) in gz.chunks(100_000).enumerate() {
+        t.file(&chunk_name("disk.vmdk", i as u32), c);
+    }
+    t.file("p.mf", b"");
+    let mut pkg = PackageReader::ova(io::Cursor::new(t.finish()), PackageOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let target = vhd::RawImage::create(
+        &dir.path().join("d.raw"),
+        disk.len() as u64,
+        vhd::ImageType::Dynamic,
+    )
+    .unwrap();
+    let mut names = Vec::new();
+    while let Some(m) = pkg.next_member().unwrap() {
+        names.push(m.name.clone());
+        if m.name == chunk_name("disk.vmdk", 0) {
+            let mut file = pkg.open_file(Compression::Gzip, true).unwrap();
+            let stats = copy_vmdk_stream_to(&mut file, &target, &CopyOptions::default()).unwrap();
+            assert!(stats.hole_bytes >= 131072, "{stats:?}");
+            assert_eq!(file.drain().unwrap(), 4096);
+            assert!(file.chunks_read() > 1);
+        }
+    }
+    assert_eq!(names, ["p.ovf", "disk.vmdk.000000000", "p.mf"]);
+    let mut back = vec![0u8; disk.len()];
+    target.read_at(&mut back, 0).unwrap();
+    assert!(back == disk);
+}
+
+/// A tar cut inside a disk: the VMDK error carries the package's
+/// truncation error.
+#[test]
+fn truncated_tar_under_a_vmdk() {
+    use ovf::vmdk::{StreamReader, StreamWriter, WriterOptions};
+    let mut w = StreamWriter::new(Vec::new(), 1 << 20, WriterOptions::default()).unwrap();
+    w.write_grain(0, &random_bytes(12, 65536)).unwrap();
+    let vmdk = w.finish().unwrap();
+    let tar = Tar::new().file("d.vmdk", &vmdk).finish();
+    let cut = tar[..512 + 80_000].to_vec(); // inside the first grain
+    let mut pkg = PackageReader::ova(io::Cursor::new(cut), PackageOptions::default());
+    pkg.next_member().unwrap().unwrap();
+    let file = pkg.open_file(Compression::Identity, false).unwrap();
+    let mut r = StreamReader::new(file).unwrap();
+    let e = r.next_grain().unwrap_err();
+    assert!(
+        matches!(e.package_error(), Some(PackageError::Truncated { .. })),
+        "{e:?}"
+    );
+}

@@ -176,25 +176,21 @@ impl PackageError {
     /// [`into_io`](Self::into_io); other I/O errors become [`PackageError::Io`].
     pub fn from_io(err: io::Error, op: &'static str, path: &std::path::Path) -> Self {
         if err.get_ref().is_some_and(|e| e.is::<PackageError>()) {
-            match err.into_inner().map(|e| e.downcast::<PackageError>()) {
-                Some(Ok(e)) => *e,
-                _ => unreachable_io(op, path),
+            let kind = err.kind();
+            if let Some(Ok(e)) = err.into_inner().map(|e| e.downcast::<PackageError>()) {
+                return *e;
             }
-        } else {
-            PackageError::Io {
+            return PackageError::Io {
                 op,
                 path: path.to_path_buf(),
-                source: err,
-            }
+                source: io::Error::from(kind),
+            };
         }
-    }
-}
-
-fn unreachable_io(op: &'static str, path: &std::path::Path) -> PackageError {
-    PackageError::Io {
-        op,
-        path: path.to_path_buf(),
-        source: io::Error::other("error payload lost"),
+        PackageError::Io {
+            op,
+            path: path.to_path_buf(),
+            source: err,
+        }
     }
 }
 

@@ -114,6 +114,26 @@ impl FileReader<'_> {
     }
 }
 
+impl FileReader<'_> {
+    /// Reads (and discards) the rest of the file, through every remaining
+    /// chunk and to the end of the gzip stream (checking its CRC), so that
+    /// the package moves past the whole file. Returns the bytes discarded.
+    /// Call it when the consumer stopped early, e.g. a VMDK reader at its
+    /// end-of-stream marker.
+    pub fn drain(&mut self) -> Result<u64> {
+        let mut buf = vec![0u8; 64 << 10];
+        let mut total = 0u64;
+        loop {
+            match self.read(&mut buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => total += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(PackageError::from_io(e, "reading", self.name.as_ref())),
+            }
+        }
+    }
+}
+
 impl Read for FileReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match &mut self.inner {

@@ -434,7 +434,7 @@ impl PackageReader {
         }
         let digests = match &self.manifest {
             Some((_, m)) => {
-                let rel = self.relative(&name);
+                let rel = self.relative_name(&name);
                 rel.map_or(DigestSet::NONE, |r| m.algorithms_for(r))
             }
             None => self.options.digests_before_manifest,
@@ -465,7 +465,10 @@ impl PackageReader {
         Ok(index)
     }
 
-    fn relative<'a>(&self, name: &'a str) -> Option<&'a str> {
+    /// A member name relative to the package root (what hrefs and
+    /// manifest entries name); `None` for members outside the root. Before
+    /// the root is known, the name itself.
+    pub fn relative_name<'a>(&self, name: &'a str) -> Option<&'a str> {
         match self.root.as_deref() {
             Some("") | None => Some(name),
             Some(root) => name.strip_prefix(root).and_then(|r| r.strip_prefix('/')),

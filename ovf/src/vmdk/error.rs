@@ -61,6 +61,17 @@ pub enum VmdkError {
 }
 
 impl VmdkError {
+    /// The package error (truncated tar, gzip or chunk error ...) that made
+    /// reading the stream fail, when the stream came from a package.
+    pub fn package_error(&self) -> Option<&crate::package::PackageError> {
+        match self {
+            VmdkError::Io { source, .. } => source
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<crate::package::PackageError>()),
+            _ => None,
+        }
+    }
+
     pub(crate) fn corrupt(field: &'static str, offset: u64, reason: impl Into<String>) -> Self {
         VmdkError::Corrupt {
             field,
