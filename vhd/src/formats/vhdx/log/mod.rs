@@ -101,7 +101,9 @@ pub(crate) struct LogRegion {
 pub(crate) struct Replay {
     /// Every update of the active sequence, in log order; later ones win.
     pub updates: Vec<LogUpdate>,
-    /// The head entry's FlushedFileOffset.
+    /// The head entry's FlushedFileOffset (already checked against the file
+    /// size while reading; kept for reports).
+    #[allow(dead_code)]
     pub flushed_file_offset: u64,
     /// The head entry's LastFileOffset: the file is at least this long after replay.
     pub last_file_offset: u64,
