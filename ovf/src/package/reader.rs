@@ -160,6 +160,8 @@ pub struct PackageReader {
     finished_chunks: HashMap<String, u32>,
     root: Option<String>,
     ended: bool,
+    /// The tar source reads a file at `path` from its start.
+    from_file: bool,
 }
 
 impl PackageReader {
@@ -186,6 +188,7 @@ impl PackageReader {
         })?;
         let mut reader = Self::ova(io::BufReader::with_capacity(1 << 20, file), options);
         reader.path = path.to_path_buf();
+        reader.from_file = true;
         Ok(reader)
     }
 
@@ -225,6 +228,7 @@ impl PackageReader {
             finished_chunks: HashMap::new(),
             root: None,
             ended: false,
+            from_file: false,
         }
     }
 
@@ -557,6 +561,23 @@ impl PackageReader {
     /// The index of the current member.
     pub(crate) fn current_index(&self) -> Option<usize> {
         self.current.as_ref().map(|c| c.index)
+    }
+
+    /// Where the current member's bytes can be read with random access: for
+    /// an OVA opened from a file, that file and the byte offset of the
+    /// member's data in it; for a directory package, the member's own file
+    /// at offset 0. `None` for an OVA read from a stream.
+    pub fn current_location(&self) -> Option<(PathBuf, u64)> {
+        let cur = self.current.as_ref()?;
+        let m = &self.members[cur.index];
+        match &self.source {
+            Source::Tar(t) if self.from_file => {
+                let consumed = m.size.checked_sub(t.remaining())?;
+                Some((self.path.clone(), t.position().checked_sub(consumed)?))
+            }
+            Source::Tar(_) => None,
+            Source::Dir(_) => Some((self.path.join(&m.name), 0)),
+        }
     }
 
     /// Joins the package root and a relative name.
