@@ -118,3 +118,64 @@ fn our_stream_converts_back_with_qemu() {
         assert!(read_via_copy(&vmdk, dir.path(), size as u64) == data);
     }
 }
+
+/// Side-by-side timing, not part of the normal suite:
+/// `cargo test -p ovf --release --test vmdk_qemu -- --ignored --nocapture`.
+/// Converts one qemu-made streamOptimized image (256 MiB, half data, half
+/// holes) to raw with `qemu-img convert` and with `copy_vmdk_stream_to`,
+/// three times each, and prints the best times and their ratio.
+#[test]
+#[ignore = "benchmark; run explicitly"]
+fn bench_stream_to_raw_against_qemu_img() {
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let size = 256usize << 20;
+    let mut data = vec![0u8; size];
+    let mut rng = SmallRng::seed_from_u64(42);
+    for chunk in data.chunks_mut(1 << 20).step_by(2) {
+        rng.fill(&mut chunk[..]);
+    }
+    let raw = dir.path().join("in.raw");
+    std::fs::write(&raw, &data).unwrap();
+    drop(data);
+    let vmdk = dir.path().join("in.vmdk");
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=streamOptimized",
+        raw.to_str().unwrap(),
+        vmdk.to_str().unwrap(),
+    ]);
+    let out = dir.path().join("out.raw");
+    let mut best_qemu = f64::MAX;
+    let mut best_ours = f64::MAX;
+    for _ in 0..3 {
+        let _ = std::fs::remove_file(&out);
+        let t = Instant::now();
+        qemu_img(&[
+            "convert",
+            "-f",
+            "vmdk",
+            "-O",
+            "raw",
+            vmdk.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ]);
+        best_qemu = best_qemu.min(t.elapsed().as_secs_f64());
+        let _ = std::fs::remove_file(&out);
+        let t = Instant::now();
+        let target = RawImage::create(&out, size as u64, ImageType::Dynamic).unwrap();
+        let file = std::io::BufReader::new(std::fs::File::open(&vmdk).unwrap());
+        copy_vmdk_stream_to(file, &target, &CopyOptions::default()).unwrap();
+        best_ours = best_ours.min(t.elapsed().as_secs_f64());
+    }
+    println!(
+        "streamOptimized 256 MiB -> raw: qemu-img {best_qemu:.3} s, ovf {best_ours:.3} s, \
+         ratio qemu/ovf {:.2}",
+        best_qemu / best_ours
+    );
+}

@@ -384,6 +384,13 @@ impl PackageReader {
                         self.ended = true;
                         return Ok(None);
                     };
+                    // `tar -cf x.ova .` starts with a `./` directory entry:
+                    // the archive root itself, nothing to check or record.
+                    if entry.kind == EntryKind::Directory
+                        && entry.name.split('/').all(|c| c.is_empty() || c == ".")
+                    {
+                        continue;
+                    }
                     let name = normalize_member_name(&entry.name)?;
                     match entry.kind {
                         EntryKind::File => break (name, entry.size),
