@@ -119,6 +119,32 @@ fn our_stream_converts_back_with_qemu() {
     }
 }
 
+/// A disk image written out with `write_vmdk_stream_from` converts back
+/// identically with qemu-img.
+#[test]
+fn image_to_stream_reads_in_qemu() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = (5 << 20) + 512;
+    let data = disk_data(5, size);
+    let src_path = dir.path().join("src.raw");
+    let src = RawImage::create(&src_path, size as u64, ImageType::Dynamic).unwrap();
+    src.write_at(&data, 0).unwrap();
+    let vmdk = dir.path().join("img.vmdk");
+    let out = std::fs::File::create(&vmdk).unwrap();
+    ovf::vmdk::write_vmdk_stream_from(&src, out, WriterOptions::default()).unwrap();
+    let raw = dir.path().join("back.raw");
+    qemu_img(&[
+        "convert",
+        "-f",
+        "vmdk",
+        "-O",
+        "raw",
+        vmdk.to_str().unwrap(),
+        raw.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&raw).unwrap() == data);
+}
+
 /// CPU seconds used so far by this process and by its waited-for
 /// children, from /proc/self/stat (the machine may be shared, so CPU time
 /// is a steadier figure than wall time).
