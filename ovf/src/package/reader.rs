@@ -388,6 +388,13 @@ impl PackageReader {
                         self.ended = true;
                         return Ok(None);
                     };
+                    // `tar -cf x.ova .` starts with a `./` directory entry:
+                    // the archive root itself, nothing to check or record.
+                    if entry.kind == EntryKind::Directory
+                        && entry.name.split('/').all(|c| c.is_empty() || c == ".")
+                    {
+                        continue;
+                    }
                     let name = normalize_member_name(&entry.name)?;
                     match entry.kind {
                         EntryKind::File => break (name, entry.size),
@@ -512,17 +519,19 @@ impl PackageReader {
                 limit: self.options.metadata_limit,
             });
         }
-        let mut data = vec![0u8; usize::try_from(size).unwrap_or(usize::MAX)];
-        let mut done = 0;
-        while done < data.len() {
-            match self.read_current(&mut data[done..]) {
+        // Grown as bytes arrive, so a header that lies about the size of a
+        // truncated member costs no more memory than the bytes present.
+        let mut data = Vec::new();
+        let mut chunk = vec![0u8; 64 << 10];
+        while (data.len() as u64) < size {
+            match self.read_current(&mut chunk) {
                 Ok(0) => {
                     return Err(PackageError::Truncated {
                         what: format!("member {name:?}"),
                         offset: 0,
                     });
                 }
-                Ok(n) => done += n,
+                Ok(n) => data.extend_from_slice(&chunk[..n]),
                 Err(e) => return Err(PackageError::from_io(e, "reading", &self.path)),
             }
         }
