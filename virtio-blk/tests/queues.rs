@@ -86,6 +86,21 @@ fn without_event_idx_one_interrupt_per_batch() {
     // Nothing new: no interrupt.
     rig.dev.process_queue(0).unwrap();
     assert_eq!(irqs(&rig), 1);
+    // The device asked for no kicks while busy, and asks again once idle.
+    let used = rig.d().used;
+    let used_flags = rig.d().read(used, 2)[0];
+    assert_eq!(used_flags & 1, 0, "notifications enabled when idle");
+    // VRING_AVAIL_F_NO_INTERRUPT: completions without an interrupt.
+    let avail = rig.d().avail;
+    rig.d().write(avail, &1u16.to_le_bytes());
+    submit_write(rig.d(), 0, &[4u8; 512]);
+    rig.dev.process_queue(0).unwrap();
+    assert_eq!(rig.d().used_idx(), 6);
+    assert_eq!(irqs(&rig), 1, "driver suppressed the interrupt");
+    rig.d().write(avail, &0u16.to_le_bytes());
+    submit_write(rig.d(), 0, &[4u8; 512]);
+    rig.dev.process_queue(0).unwrap();
+    assert_eq!(irqs(&rig), 2);
 }
 
 #[test]

@@ -581,6 +581,10 @@ fn reset_stops_the_queues_and_allows_reactivation() {
     let dir = tempfile::tempdir().unwrap();
     let mut rig = Rig::with_image(raw_image(dir.path(), DISK));
     rig.assert_healthy();
+    assert!(matches!(
+        rig.dev.negotiate(rig.dev.features()),
+        Err(virtio_blk::Error::AlreadyActive)
+    ));
     rig.dev.reset();
     assert!(!rig.dev.is_active());
     assert_eq!(rig.dev.negotiated_features(), 0);
