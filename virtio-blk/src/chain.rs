@@ -9,7 +9,10 @@ use thiserror::Error;
 use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::RawDescriptor;
 use virtio_queue::desc::split::Descriptor;
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, GuestUsize};
+use vm_memory::bitmap::MS;
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, GuestUsize, VolatileSlice,
+};
 
 /// Size of one descriptor in a table.
 const DESC_SIZE: u64 = 16;
@@ -119,6 +122,45 @@ struct Table {
     indirect: bool,
 }
 
+/// Reads descriptors of one table: through a slice of the whole table when
+/// it lies in one region (one lookup per table instead of one per
+/// descriptor), else one guest memory access per descriptor.
+struct TableReader<'a, M: GuestMemoryBackend> {
+    mem: &'a M,
+    table: Table,
+    slice: Option<VolatileSlice<'a, MS<'a, M>>>,
+}
+
+impl<'a, M: GuestMemoryBackend> TableReader<'a, M> {
+    fn new(mem: &'a M, table: Table) -> Self {
+        let slice = mem
+            .get_slice(
+                table.addr,
+                usize::from(table.size) * size_of::<RawDescriptor>(),
+            )
+            .ok();
+        TableReader { mem, table, slice }
+    }
+
+    fn read(&self, index: u16) -> Result<Descriptor, ChainError> {
+        let unreadable = || ChainError::TableUnreadable {
+            table: self.table.addr.raw_value(),
+            index,
+        };
+        let offset = u64::from(index) * DESC_SIZE;
+        let raw: RawDescriptor = match &self.slice {
+            Some(slice) => slice
+                .read_obj(usize::try_from(offset).map_err(|_| unreadable())?)
+                .map_err(|_| unreadable())?,
+            None => {
+                let addr = self.table.addr.checked_add(offset).ok_or_else(unreadable)?;
+                self.mem.read_obj(addr).map_err(|_| unreadable())?
+            }
+        };
+        Ok(Descriptor::from(raw))
+    }
+}
+
 /// Walks the chain starting at `head` of the table at `desc_table` with
 /// `queue_size` entries into `out`. At most `queue_size` buffers are
 /// accepted in total, whether direct or in an indirect table.
@@ -143,6 +185,7 @@ pub(crate) fn walk<M: GuestMemoryBackend>(
         size: queue_size,
         indirect: false,
     };
+    let mut reader = TableReader::new(mem, table);
     let mut index = head;
     // Buffer descriptors read so far: bounds the walk whatever the guest
     // wrote (at most one descriptor names an indirect table, since nesting
@@ -150,7 +193,7 @@ pub(crate) fn walk<M: GuestMemoryBackend>(
     let mut count: u32 = 0;
     let mut total: u32 = 0;
     loop {
-        let desc = read_descriptor(mem, table, index)?;
+        let desc = reader.read(index)?;
         let flags = u32::from(desc.flags());
         if flags & VRING_DESC_F_INDIRECT != 0 {
             if !indirect_allowed {
@@ -179,6 +222,7 @@ pub(crate) fn walk<M: GuestMemoryBackend>(
                 size,
                 indirect: true,
             };
+            reader = TableReader::new(mem, table);
             index = 0;
             continue;
         }
@@ -217,23 +261,6 @@ pub(crate) fn walk<M: GuestMemoryBackend>(
         }
         index = next;
     }
-}
-
-fn read_descriptor<M: GuestMemoryBackend>(
-    mem: &M,
-    table: Table,
-    index: u16,
-) -> Result<Descriptor, ChainError> {
-    let unreadable = || ChainError::TableUnreadable {
-        table: table.addr.raw_value(),
-        index,
-    };
-    let addr = table
-        .addr
-        .checked_add(u64::from(index) * DESC_SIZE)
-        .ok_or_else(unreadable)?;
-    let raw: RawDescriptor = mem.read_obj(addr).map_err(|_| unreadable())?;
-    Ok(Descriptor::from(raw))
 }
 
 /// Checks that `[addr, addr + len)` lies inside one region of `mem`.
