@@ -692,3 +692,38 @@ fn sector_sizes_reach_the_guest() {
         assert_eq!(rig.read(8, 4096).1, data);
     }
 }
+
+#[test]
+fn config_reflects_each_backend() {
+    each_backend(|b, image| {
+        let rig = Rig::with_image(image.clone());
+        assert_eq!(
+            config_u32(&rig.dev, 20),
+            b.logical_sector_size,
+            "{}: blk_size",
+            b.name
+        );
+        assert_eq!(config_u32(&rig.dev, 20), image.logical_sector_size());
+        let mut topo = [0u8; 1];
+        rig.dev.read_config(24, &mut topo);
+        let ratio = image.physical_sector_size() / image.logical_sector_size();
+        assert_eq!(
+            1u32 << topo[0],
+            ratio.max(1),
+            "{}: physical_block_exp",
+            b.name
+        );
+        let mut unmap = [9u8];
+        rig.dev.read_config(56, &mut unmap);
+        let fixed_vhd = b.format == vhd::Format::Vhd && b.image_type == vhd::ImageType::Fixed;
+        assert_eq!(
+            unmap[0],
+            u8::from(!fixed_vhd),
+            "{}: write_zeroes_may_unmap",
+            b.name
+        );
+        let mut cap = [0u8; 8];
+        rig.dev.read_config(0, &mut cap);
+        assert_eq!(u64::from_le_bytes(cap), DISK / 512, "{}", b.name);
+    });
+}

@@ -564,6 +564,36 @@ pub const BACKENDS: &[Backend] = &[
         image_type: ImageType::Fixed,
         logical_sector_size: 512,
     },
+    Backend {
+        name: "vhd-fixed",
+        format: Format::Vhd,
+        image_type: ImageType::Fixed,
+        logical_sector_size: 512,
+    },
+    Backend {
+        name: "vhd-dynamic",
+        format: Format::Vhd,
+        image_type: ImageType::Dynamic,
+        logical_sector_size: 512,
+    },
+    Backend {
+        name: "vhdx-dynamic",
+        format: Format::Vhdx,
+        image_type: ImageType::Dynamic,
+        logical_sector_size: 512,
+    },
+    Backend {
+        name: "vhdx-fixed",
+        format: Format::Vhdx,
+        image_type: ImageType::Fixed,
+        logical_sector_size: 512,
+    },
+    Backend {
+        name: "vhdx-4k",
+        format: Format::Vhdx,
+        image_type: ImageType::Dynamic,
+        logical_sector_size: 4096,
+    },
 ];
 
 /// Creates a fresh image of `size` bytes for `backend` in `dir`.
