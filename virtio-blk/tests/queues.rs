@@ -235,3 +235,35 @@ fn fewer_queues_than_offered() {
         Err(Error::NotActive { index: 3 })
     ));
 }
+
+#[test]
+fn reset_while_a_queue_is_being_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rig = Rig::with_image(raw_image(dir.path(), DISK));
+    let dev = &rig.dev;
+    let d = &mut rig.drivers[0];
+    std::thread::scope(|scope| {
+        let worker = scope.spawn(move || {
+            let mut served = 0u32;
+            loop {
+                for i in 0..32 {
+                    submit_write(d, i * 8, &[6u8; 4096]);
+                }
+                match dev.process_queue(0) {
+                    Ok(()) => {
+                        while d.pop_used().is_some() {
+                            served += 1;
+                        }
+                    }
+                    Err(Error::NotActive { index: 0 }) => return served,
+                    Err(e) => panic!("unexpected error: {e}"),
+                }
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        dev.reset();
+        let served = worker.join().unwrap();
+        assert!(served > 0, "requests were served before the reset");
+    });
+    assert!(!rig.dev.is_active());
+}
