@@ -395,6 +395,19 @@ fn read_only_device_refuses_writes_without_touching_the_image() {
     let (r, back) = rig.read(0, 512);
     assert_eq!(r.status, S_OK);
     assert_eq!(back, vec![0u8; 512]);
+    assert_eq!(
+        rig.bare(T_FLUSH, 0).status,
+        S_OK,
+        "flushing a read-only disk is a no-op"
+    );
+    for kind in [T_DISCARD, T_WRITE_ZEROES] {
+        assert_eq!(
+            rig.ranges(kind, &[range(0, 8, 0)]).status,
+            S_UNSUPP,
+            "not offered"
+        );
+    }
+    spy.take();
     // The read-only option on a writable image.
     let opts = BlockOptions {
         read_only: true,
