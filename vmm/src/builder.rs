@@ -14,10 +14,13 @@ use crate::config::{SerialConfig, VmConfig};
 use crate::devices::debug_exit::{DEBUG_EXIT_PORT, DebugExit};
 use crate::devices::i8042::{I8042, I8042_BASE, I8042_LEN};
 use crate::devices::serial::{COM1_BASE, COM1_IRQ, COM1_LEN, SerialDevice, SerialOut};
+use crate::devices::virtio_pci::disks;
+use crate::devices::virtio_pci::interrupt::GsiRoutes;
 use crate::devices::{Bus, DeviceManager};
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::memory;
+use crate::pci::{self, BarAllocator, BarWindow, ConfigIo, Ecam, PciRoot};
 use crate::runtime::{self, VmExit};
 use crate::tables::{acpi, mptable};
 use crate::vcpu::Vcpu;
@@ -33,7 +36,7 @@ pub struct Vm {
     // they map.
     vcpus: Vec<Vcpu>,
     devices: DeviceManager,
-    _vm: VmFd,
+    _vm: Arc<VmFd>,
     _kvm: Kvm,
     mem: GuestMemoryMmap,
     boot: BootSetup,
@@ -68,7 +71,9 @@ impl Vm {
             .map_err(|e| Error::GuestMemory("mp table", e))?;
         let boot = boot::load(&mem, &config.boot, config.memory, rsdp)?;
 
-        let devices = build_devices(&vm, &config.serial)?;
+        let vm = Arc::new(vm);
+        let mut devices = build_devices(&vm, &config.serial)?;
+        add_pci(&mut devices, &vm, &mem, config)?;
         let pio = devices.pio.clone();
         let mmio = devices.mmio.clone();
 
@@ -122,6 +127,48 @@ impl Vm {
     pub fn guest_resident_bytes(&self) -> std::io::Result<u64> {
         memory::resident_bytes(&self.mem)
     }
+}
+
+/// The PCI host bridge (CF8/CFC and ECAM), one virtio-blk device per disk,
+/// and the BAR window on the MMIO bus.
+fn add_pci(
+    devices: &mut DeviceManager,
+    vm: &Arc<VmFd>,
+    mem: &GuestMemoryMmap,
+    config: &VmConfig,
+) -> Result<()> {
+    let mut root = PciRoot::new();
+    let mut bars = BarAllocator::new(pci::MMIO32_BASE, pci::MMIO32_END);
+    let routes = Arc::new(GsiRoutes::new(vm.clone()));
+    disks::attach(
+        &mut root,
+        &mut bars,
+        &config.disks,
+        &Arc::new(mem.clone()),
+        &routes,
+    )?;
+    let root = Arc::new(root);
+    let pio = Arc::get_mut(&mut devices.pio).ok_or(Error::AlreadyRan)?;
+    pio.insert(
+        pci::CONFIG_ADDRESS_PORT,
+        pci::CONFIG_IO_LEN,
+        "pci-config",
+        Arc::new(Mutex::new(ConfigIo::new(root.clone()))),
+    )?;
+    let mmio = Arc::get_mut(&mut devices.mmio).ok_or(Error::AlreadyRan)?;
+    mmio.insert(
+        pci::ECAM_BASE,
+        pci::ECAM_SIZE,
+        "pci-ecam",
+        Arc::new(Mutex::new(Ecam::new(root.clone()))),
+    )?;
+    mmio.insert(
+        pci::MMIO32_BASE,
+        pci::MMIO32_END - pci::MMIO32_BASE,
+        "pci-bars",
+        Arc::new(Mutex::new(BarWindow::new(root, pci::MMIO32_BASE))),
+    )?;
+    Ok(())
 }
 
 fn build_devices(vm: &VmFd, serial: &SerialConfig) -> Result<DeviceManager> {
