@@ -5,6 +5,7 @@
 mod boot;
 mod disk;
 mod output;
+mod run;
 
 use std::process::ExitCode;
 
@@ -25,6 +26,8 @@ enum Command {
     Disk(disk::DiskCommand),
     /// Boot a kernel (bzImage or PVH ELF) on the built-in KVM VMM.
     Boot(boot::BootArgs),
+    /// Boot a VM definition file (TOML) on the built-in KVM VMM.
+    Run(run::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,5 +35,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Disk(cmd) => disk::run(cmd),
         Command::Boot(args) => boot::run(args),
+        Command::Run(args) => run::run(args),
     }
 }
