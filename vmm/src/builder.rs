@@ -67,8 +67,13 @@ impl Vm {
 
         let rsdp = acpi::write(&mem, layout::ACPI_START, config.cpus)
             .map_err(|e| Error::GuestMemory("acpi tables", e))?;
-        mptable::write(&mem, layout::MPTABLE_START, config.cpus)
-            .map_err(|e| Error::GuestMemory("mp table", e))?;
+        mptable::write_with_pci(
+            &mem,
+            layout::MPTABLE_START,
+            config.cpus,
+            &disks::intx_routes(config.disks.len()),
+        )
+        .map_err(|e| Error::GuestMemory("mp table", e))?;
         let boot = boot::load(&mem, &config.boot, config.memory, rsdp)?;
 
         let vm = Arc::new(vm);

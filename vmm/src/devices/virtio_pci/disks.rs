@@ -12,6 +12,7 @@ use super::{BAR_SIZE, VirtioPciBlock};
 use crate::config::{DiskConfig, DiskFormat};
 use crate::error::{Error, Result};
 use crate::pci::{BarAllocator, PciRoot};
+use crate::tables::mptable::PciIrq;
 
 /// IOAPIC pins INTx is spread over (the ones no legacy device uses).
 const INTX_PINS: [u8; 4] = [5, 9, 10, 11];
@@ -22,6 +23,20 @@ fn format_name(f: vhd::Format) -> &'static str {
         vhd::Format::Vhd => "vhd",
         vhd::Format::Vhdx => "vhdx",
     }
+}
+
+/// Slot and INTA# wiring of the disks, in order: disk i in slot i + 1
+/// (slot 0 is the host bridge), INTA# on one of [`INTX_PINS`].
+pub fn intx_routes(disks: usize) -> Vec<PciIrq> {
+    (1..=disks.min(crate::pci::SLOTS - 1))
+        .filter_map(|slot| {
+            let slot = u8::try_from(slot).ok()?;
+            Some(PciIrq {
+                slot,
+                ioapic_pin: INTX_PINS[usize::from(slot) % INTX_PINS.len()],
+            })
+        })
+        .collect()
 }
 
 /// Opens `disk` and wraps it in a virtio-blk device.
@@ -67,11 +82,16 @@ pub fn attach(
     mem: &Arc<GuestMemoryMmap>,
     routes: &Arc<GsiRoutes>,
 ) -> Result<()> {
+    let routes_intx = intx_routes(disks.len());
     for (i, disk) in disks.iter().enumerate() {
         let block = Arc::new(open_disk(disk)?);
         let slot = root.free_slot().map_err(|_| Error::PciFull(i))?;
         let bar = bars.allocate(BAR_SIZE).ok_or(Error::PciFull(i))?;
-        let pin = INTX_PINS[usize::from(slot) % INTX_PINS.len()];
+        let pin = routes_intx
+            .get(i)
+            .filter(|r| r.slot == slot)
+            .map(|r| r.ioapic_pin)
+            .ok_or(Error::PciFull(i))?;
         let dev = VirtioPciBlock::new(block, mem.clone(), routes.clone(), bar, pin)?;
         root.insert(slot, Arc::new(Mutex::new(dev)))
             .map_err(|_| Error::PciFull(i))?;

@@ -1,6 +1,8 @@
 //! Interrupt delivery for virtio-pci: MSI-X vectors routed through KVM GSI
-//! routing to irqfds, and the INTx line (an IOAPIC pin through an irqfd)
-//! with the ISR status register for drivers without MSI-X.
+//! routing to irqfds, and for drivers without MSI-X the INTx line: an
+//! IOAPIC pin (level-triggered, as the MP table announces) asserted through
+//! a resampling irqfd, which KVM deasserts at the guest's EOI; the worker
+//! asserts it again while the ISR status register still holds a cause.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU8, AtomicU16, Ordering};
@@ -128,8 +130,10 @@ pub struct PciInterrupt {
     pub msix: Mutex<MsixTable>,
     /// One irqfd per MSI-X vector, and its GSI.
     vectors: Vec<(EventFd, u32)>,
-    /// The INTx irqfd.
+    /// The INTx irqfd (asserts the line until the guest's EOI).
     intx: EventFd,
+    /// Signalled by KVM when the guest's EOI deasserted INTx.
+    resample: EventFd,
     /// ISR status (read-to-clear).
     pub isr: AtomicU8,
     /// MSI-X vector of each queue.
@@ -154,15 +158,36 @@ impl PciInterrupt {
             fds.push((fd, gsi));
         }
         let intx = efd()?;
-        routes.vm().register_irqfd(&intx, intx_gsi).map_err(kvm)?;
+        let resample = efd()?;
+        routes
+            .vm()
+            .register_irqfd_with_resample(&intx, &resample, intx_gsi)
+            .map_err(kvm)?;
         Ok(PciInterrupt {
             msix: Mutex::new(MsixTable::new(vectors)),
             vectors: fds,
             intx,
+            resample,
             isr: AtomicU8::new(0),
             queue_vectors: (0..queues).map(|_| AtomicU16::new(NO_VECTOR)).collect(),
             routes,
         })
+    }
+
+    /// The eventfd KVM signals when the guest acknowledged INTx.
+    pub fn resample_fd(&self) -> &EventFd {
+        &self.resample
+    }
+
+    /// After the guest's EOI deasserted INTx: asserts it again while the
+    /// ISR still holds a cause the driver has not read (level semantics).
+    pub fn resample(&self) {
+        let _ = self.resample.read();
+        if self.isr.load(Ordering::Acquire) != 0
+            && let Err(e) = self.intx.write(1)
+        {
+            log::warn!("virtio-pci: cannot signal intx: {e}");
+        }
     }
 
     /// The VM's routing table.

@@ -163,7 +163,7 @@ impl VirtioPciBlock {
             notify
                 .push(EventFd::new(libc::EFD_NONBLOCK).map_err(|e| Error::Os("an ioeventfd", e))?);
         }
-        let worker = Worker::spawn(device.clone(), &notify)?;
+        let worker = Worker::spawn(device.clone(), interrupt.clone(), &notify)?;
         let mut dev = VirtioPciBlock {
             config,
             msix_cap,

@@ -1,5 +1,6 @@
 //! The thread that serves a device's queue notifications: it waits on the
-//! queues' ioeventfds and calls `process_queue` for each one signalled.
+//! queues' ioeventfds and calls `process_queue` for each one signalled,
+//! and re-asserts INTx after an EOI while a cause is pending.
 
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::interrupt::PciInterrupt;
 use crate::error::{Error, Result};
 
 /// A running worker; [`Worker::stop`] ends and joins it.
@@ -21,7 +23,11 @@ pub struct Worker {
 
 impl Worker {
     /// Starts serving `notify[i]` as queue i of `device`.
-    pub fn spawn(device: Arc<Block<GuestMemoryMmap>>, notify: &[EventFd]) -> Result<Self> {
+    pub fn spawn(
+        device: Arc<Block<GuestMemoryMmap>>,
+        interrupt: Arc<PciInterrupt>,
+        notify: &[EventFd],
+    ) -> Result<Self> {
         let os = |what| move |e: std::io::Error| Error::Os(what, e);
         let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(os("the worker stop eventfd"))?;
         let epoll = Epoll::new().map_err(os("the worker epoll"))?;
@@ -38,6 +44,14 @@ impl Worker {
             fds.push(fd);
         }
         let stop_key = notify.len() as u64;
+        let resample_key = stop_key + 1;
+        epoll
+            .ctl(
+                ControlOperation::Add,
+                interrupt.resample_fd().as_raw_fd(),
+                EpollEvent::new(EventSet::IN, resample_key),
+            )
+            .map_err(os("the worker epoll"))?;
         let stop_fd = stop.try_clone().map_err(os("the worker stop eventfd"))?;
         epoll
             .ctl(
@@ -48,7 +62,7 @@ impl Worker {
             .map_err(os("the worker epoll"))?;
         let thread = std::thread::Builder::new()
             .name("virtio-blk".into())
-            .spawn(move || serve(&device, &epoll, &fds, stop_key))
+            .spawn(move || serve(&device, &interrupt, &epoll, &fds, stop_key))
             .map_err(os("the virtio-blk worker thread"))?;
         Ok(Worker {
             stop,
@@ -70,8 +84,14 @@ impl Worker {
     }
 }
 
-fn serve(device: &Block<GuestMemoryMmap>, epoll: &Epoll, fds: &[EventFd], stop_key: u64) {
-    let mut events = vec![EpollEvent::default(); fds.len() + 1];
+fn serve(
+    device: &Block<GuestMemoryMmap>,
+    interrupt: &PciInterrupt,
+    epoll: &Epoll,
+    fds: &[EventFd],
+    stop_key: u64,
+) {
+    let mut events = vec![EpollEvent::default(); fds.len() + 2];
     loop {
         let n = match epoll.wait(-1, &mut events) {
             Ok(n) => n,
@@ -85,6 +105,10 @@ fn serve(device: &Block<GuestMemoryMmap>, epoll: &Epoll, fds: &[EventFd], stop_k
             let key = ev.data();
             if key == stop_key {
                 return;
+            }
+            if key == stop_key + 1 {
+                interrupt.resample();
+                continue;
             }
             let Some(fd) = usize::try_from(key).ok().and_then(|k| fds.get(k)) else {
                 continue;
