@@ -143,7 +143,10 @@ fn add_pci(
     config: &VmConfig,
 ) -> Result<()> {
     let mut root = PciRoot::new();
-    let mut bars = BarAllocator::new(pci::MMIO32_BASE, pci::MMIO32_END);
+    // 64-bit BARs go above RAM, as firmware places them; the 32-bit hole
+    // stays for BARs a guest moves there.
+    let high = pci::high_window(config.memory);
+    let mut bars = BarAllocator::new(high, high + pci::MMIO64_SIZE);
     let routes = Arc::new(GsiRoutes::new(vm.clone()));
     disks::attach(
         &mut root,
@@ -171,7 +174,13 @@ fn add_pci(
         pci::MMIO32_BASE,
         pci::MMIO32_END - pci::MMIO32_BASE,
         "pci-bars",
-        Arc::new(Mutex::new(BarWindow::new(root, pci::MMIO32_BASE))),
+        Arc::new(Mutex::new(BarWindow::new(root.clone(), pci::MMIO32_BASE))),
+    )?;
+    mmio.insert(
+        high,
+        pci::MMIO64_SIZE,
+        "pci-bars-64",
+        Arc::new(Mutex::new(BarWindow::new(root, high))),
     )?;
     Ok(())
 }

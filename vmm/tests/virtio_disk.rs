@@ -325,6 +325,14 @@ fn vhdx_dynamic_read_write_msix() {
     let run = boot(std::slice::from_ref(&disk), "msix");
     assert!(run.report.iter().any(|l| l == "pci access=ecam"));
     assert!(run.report.iter().any(|l| l == "virtio-blk devices=1"));
+    // The VMM placed the 64-bit BAR above RAM (4 GiB here); the guest,
+    // which maps only 4 GiB, moved it below: notifications (ioeventfds)
+    // and MSI-X followed it.
+    assert!(
+        run.report.iter().any(|l| l == "pci moved bar 0 of slot 1"),
+        "{:#?}",
+        run.report
+    );
     verify(&run, &disk, 1, "msix");
 }
 

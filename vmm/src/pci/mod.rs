@@ -24,6 +24,16 @@ pub const ECAM_SIZE: u64 = 1 << 20;
 pub const MMIO32_BASE: u64 = 0xc000_0000;
 /// End of that window (the ECAM window follows).
 pub const MMIO32_END: u64 = ECAM_BASE;
+/// Size of the window above RAM that 64-bit BARs are allocated from.
+pub const MMIO64_SIZE: u64 = 64 << 30;
+
+/// Start of the 64-bit BAR window for `memory` bytes of guest RAM: the
+/// first 1 GiB boundary above the RAM that continues at 4 GiB.
+pub fn high_window(memory: u64) -> u64 {
+    let above = memory.saturating_sub(crate::layout::low_memory_end(memory));
+    (crate::layout::MMIO_HOLE_END + above).next_multiple_of(1 << 30)
+}
+
 /// Port of CONFIG_ADDRESS.
 pub const CONFIG_ADDRESS_PORT: u64 = 0xcf8;
 /// Ports CONFIG_ADDRESS and CONFIG_DATA span 8 bytes.
@@ -345,6 +355,13 @@ mod tests {
         let mut high = BarAllocator::new(1 << 36, 1 << 40);
         assert_eq!(high.allocate(1 << 32), Some(1 << 36));
         assert_eq!(high.allocate(16), Some((1 << 36) + (1 << 32)));
+    }
+
+    #[test]
+    fn high_window_is_above_ram() {
+        assert_eq!(high_window(64 << 20), 4 << 30);
+        assert_eq!(high_window(3 << 30), 4 << 30);
+        assert_eq!(high_window((5 << 30) + 4096), 7 << 30);
     }
 
     #[test]
