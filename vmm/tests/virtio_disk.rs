@@ -193,6 +193,10 @@ fn verify(run: &Run, disk: &Disk, slot: u32, mode: &str) {
             disk.serial
         )
     );
+    assert_eq!(
+        run.line(&format!("{p}pci-cfg ")),
+        format!("{p}pci-cfg num-queues=1")
+    );
     let irq = run.line(&format!("{p}irq="));
     match mode {
         "msix" => assert_eq!(irq, format!("{p}irq=msix delivered=1")),

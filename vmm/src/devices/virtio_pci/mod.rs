@@ -7,6 +7,9 @@
 //! area (no exit to the VMM's vCPU thread); a worker thread per device
 //! serves them. Completions go out through MSI-X irqfds, or INTx.
 //!
+//! A VIRTIO_PCI_CAP_PCI_CFG capability gives access to the same BAR
+//! through configuration space (virtio 1.2, 4.1.4.9).
+//!
 //! BAR 0 layout:
 //! ```text
 //! 0x0000 common configuration    0x3000 notify (4 bytes per queue)
@@ -57,6 +60,9 @@ const CFG_COMMON: u8 = 1;
 const CFG_NOTIFY: u8 = 2;
 const CFG_ISR: u8 = 3;
 const CFG_DEVICE: u8 = 4;
+const CFG_PCI: u8 = 5;
+/// Offset of `pci_cfg_data` inside the PCI configuration access capability.
+const PCI_CFG_DATA: usize = 16;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -78,6 +84,9 @@ fn virtio_cap(cfg_type: u8, offset: u64, length: u64, extra: Option<u32>) -> Vec
 pub struct VirtioPciBlock {
     config: ConfigSpace,
     msix_cap: usize,
+    /// The VIRTIO_PCI_CAP_PCI_CFG capability: a window into the BAR
+    /// through configuration space.
+    pci_cfg_cap: usize,
     common: CommonConfig,
     device: Arc<Block<GuestMemoryMmap>>,
     mem: Arc<GuestMemoryMmap>,
@@ -145,6 +154,15 @@ impl VirtioPciBlock {
                 .add_capability(CAP_VENDOR, cap, &[])
                 .map_err(Error::Pci)?;
         }
+        // bar, offset, length and the data window are the driver's to write.
+        let mut cfg_body = virtio_cap(CFG_PCI, 0, 0, Some(0));
+        cfg_body[0] = 20;
+        let mut cfg_mask = vec![0u8; cfg_body.len()];
+        cfg_mask[2] = 0xff;
+        cfg_mask[6..18].fill(0xff);
+        let pci_cfg_cap = config
+            .add_capability(CAP_VENDOR, &cfg_body, &cfg_mask)
+            .map_err(Error::Pci)?;
         let mut body = table.control().to_le_bytes().to_vec();
         body.extend_from_slice(&u32::try_from(MSIX_TABLE_OFFSET).unwrap_or(0).to_le_bytes());
         body.extend_from_slice(&u32::try_from(MSIX_PBA_OFFSET).unwrap_or(0).to_le_bytes());
@@ -167,6 +185,7 @@ impl VirtioPciBlock {
         let mut dev = VirtioPciBlock {
             config,
             msix_cap,
+            pci_cfg_cap,
             common: CommonConfig::new(device.features(), queues, device.queue_max_size()),
             device,
             mem,
@@ -333,12 +352,50 @@ impl VirtioPciBlock {
     }
 }
 
+impl VirtioPciBlock {
+    /// The BAR access the PCI configuration access capability describes:
+    /// (offset in BAR 0, length), when the driver chose BAR 0, a length of
+    /// 1, 2 or 4 and an offset aligned to it.
+    fn pci_cfg_window(&self) -> Option<(u64, usize)> {
+        let b = self.config.bytes();
+        let cap = self.pci_cfg_cap;
+        let word = |at: usize| -> Option<u32> {
+            Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+        };
+        let bar = *b.get(cap + 4)?;
+        let offset = u64::from(word(cap + 8)?);
+        let len = usize::try_from(word(cap + 12)?).ok()?;
+        let aligned = offset.is_multiple_of(len as u64);
+        (bar == 0 && matches!(len, 1 | 2 | 4) && aligned && offset + len as u64 <= BAR_SIZE)
+            .then_some((offset, len))
+    }
+
+    fn touches_pci_cfg_data(&self, offset: u64, len: usize) -> bool {
+        let start = (self.pci_cfg_cap + PCI_CFG_DATA) as u64;
+        offset < start + 4 && start < offset + len as u64
+    }
+}
+
 impl PciFunction for VirtioPciBlock {
     fn config(&self) -> &ConfigSpace {
         &self.config
     }
 
     fn read_config(&mut self, offset: u64, data: &mut [u8]) {
+        if self.touches_pci_cfg_data(offset, data.len())
+            && let Some((bar_off, len)) = self.pci_cfg_window()
+        {
+            let mut window = [0u8; 4];
+            self.read_bar0(bar_off, &mut window[..len]);
+            let start = (self.pci_cfg_cap + PCI_CFG_DATA) as u64;
+            self.config.read(offset, data);
+            for (i, b) in data.iter_mut().enumerate() {
+                if let Some(k) = (offset + i as u64).checked_sub(start).filter(|k| *k < 4) {
+                    *b = window[usize::try_from(k).unwrap_or(0)];
+                }
+            }
+            return;
+        }
         self.config.read(offset, data);
         // MSI-X message control lives in the table state.
         let ctl = self.msix_cap as u64 + 2;
@@ -354,6 +411,15 @@ impl PciFunction for VirtioPciBlock {
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
         self.config.write(offset, data);
+        if self.touches_pci_cfg_data(offset, data.len())
+            && let Some((bar_off, len)) = self.pci_cfg_window()
+        {
+            let start = self.pci_cfg_cap + PCI_CFG_DATA;
+            let mut window = [0u8; 4];
+            window.copy_from_slice(&self.config.bytes()[start..start + 4]);
+            self.write_bar0(bar_off, &window[..len]);
+            return;
+        }
         let ctl = self.msix_cap as u64 + 2;
         let mut table = lock(&self.interrupt.msix);
         let mut control = table.control().to_le_bytes();
