@@ -22,6 +22,9 @@ pub mod disks;
 pub mod interrupt;
 mod worker;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
