@@ -510,3 +510,19 @@ fn long_parent_chains_are_walked_without_recursion() {
     assert_eq!(app.disks[0].parent, None);
     assert_eq!(app.disks[n - 1].parent.map(|p| p.0), Some(n - 2));
 }
+
+#[test]
+fn includes_and_processing_instructions_stay_inert() {
+    // Nothing in a descriptor makes the parser open a file or a URL: an
+    // XInclude element is kept as an unknown extension, a stylesheet
+    // instruction is ignored.
+    let doc = format!(
+        "<?xml-stylesheet href=\"http://127.0.0.1:1/s.xsl\"?>{HEAD}<References/>\
+         <xi:include xmlns:xi=\"http://www.w3.org/2001/XInclude\" href=\"file:///etc/passwd\" parse=\"text\"/>\
+         <VirtualSystem ovf:id=\"x\"/></Envelope>"
+    );
+    let env = parse(doc.as_bytes()).unwrap();
+    assert_eq!(env.extensions.len(), 1);
+    assert_eq!(env.extensions[0].element.name.local, "include");
+    assert!(env.extensions[0].element.children.is_empty());
+}

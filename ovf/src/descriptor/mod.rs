@@ -6,7 +6,7 @@
 //!   untrusted descriptors: no DTD is accepted, no entity is expanded or
 //!   fetched, and size, depth, element and attribute counts are bounded
 //!   ([`Limits`]).
-//! - [`write`] produces an OVF 1.x or 2.x descriptor that [`parse`] reads
+//! - [`write()`] produces an OVF 1.x or 2.x descriptor that [`parse`] reads
 //!   back to an equal model.
 //! - [`describe`] maps an envelope to an [`ApplianceDescription`]: the
 //!   files and disks it carries, its collections, and one [`VmDescription`]
