@@ -253,6 +253,15 @@ fn vmware_ovftool_other_configurations() {
                 .all(|u| u.reason != UnmappedReason::Duplicate)
         );
     }
+    // A value the user chose overrides the property default.
+    let chosen = MapOptions {
+        property_values: vec![("appliance.data.size".into(), "32".into())],
+        ..MapOptions::default()
+    };
+    let app = describe(&env, &chosen).unwrap();
+    let d = &app.vms[0].disks[1];
+    assert_eq!(disk(&app, d).disk_id, "vmdisk2");
+    assert_eq!(disk(&app, d).capacity_bytes, 32 * GIB);
     let bad = MapOptions {
         configuration: Some("huge".into()),
         ..MapOptions::default()

@@ -107,8 +107,9 @@ pub(crate) struct Mapper<'a> {
     pub(crate) disks_by_file: HashMap<&'a str, &'a VirtualDisk>,
     registered: HashMap<&'a str, DiskIndex>,
     disk_out: Vec<DiskInfo>,
-    /// Per system or collection id: property key -> default value.
-    properties: HashMap<&'a str, HashMap<String, Option<&'a str>>>,
+    /// Per system or collection id: property key (plain and qualified) ->
+    /// (qualified key, default value).
+    properties: HashMap<&'a str, HashMap<String, (String, Option<&'a str>)>>,
     /// NetworkSection names.
     pub(crate) networks: HashSet<&'a str>,
     /// Per collection (same index): system id -> startup order.
@@ -324,24 +325,36 @@ impl<'a> Mapper<'a> {
         })
     }
 
+    /// The value of property `key`: the user's choice (by the key as
+    /// referenced or the property's qualified key), else its default.
     fn property(&mut self, key: &str, chain: &[Scope<'a>]) -> Option<Option<&'a str>> {
+        let options = self.options;
+        let chosen = |k: &str| {
+            options
+                .property_values
+                .iter()
+                .find(|(x, _)| x == k)
+                .map(|(_, v)| v.as_str())
+        };
         for (id, sections) in chain.iter().rev() {
             let map = self.properties.entry(id).or_insert_with(|| {
                 let mut map = HashMap::new();
                 for p in &sections.products {
                     for x in &p.properties {
+                        let qualified = p.qualified_key(&x.key);
                         let value = x.value.as_deref();
-                        map.entry(x.key.clone()).or_insert(value);
-                        map.entry(p.qualified_key(&x.key)).or_insert(value);
+                        map.entry(x.key.clone())
+                            .or_insert((qualified.clone(), value));
+                        map.entry(qualified.clone()).or_insert((qualified, value));
                     }
                 }
                 map
             });
-            if let Some(v) = map.get(key) {
-                return Some(*v);
+            if let Some((qualified, default)) = map.get(key) {
+                return Some(chosen(key).or_else(|| chosen(qualified)).or(*default));
             }
         }
-        None
+        chosen(key).map(Some)
     }
 
     fn capacity_bytes(

@@ -23,6 +23,10 @@ pub struct MapOptions {
     /// Use the first VirtualHardwareSection whose VirtualSystemType lists
     /// this token (case-insensitive); `None` takes the first section.
     pub system_type: Option<String>,
+    /// Values the user chose for ProductSection properties, by plain or
+    /// qualified key (`class.key.instance`); they override the defaults
+    /// where the descriptor refers to a property (`${key}` capacities).
+    pub property_values: Vec<(String, String)>,
 }
 
 /// What an envelope describes: the files and disks it carries once, the
