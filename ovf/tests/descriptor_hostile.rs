@@ -8,7 +8,8 @@
 use std::time::Instant;
 
 use ovf::descriptor::{
-    DescriptorError, Limits, MapError, MapOptions, describe, parse, parse_with_limits,
+    DescriptorError, DescriptorErrorKind, Limits, MapError, MapErrorKind, MapOptions, describe,
+    parse, parse_with_limits,
 };
 
 const HEAD: &str = r#"<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData">"#;
@@ -48,7 +49,10 @@ fn billion_laughs_is_refused_at_the_doctype() {
         "<References/><VirtualSystem ovf:id=\"x\"><Info>&lol9;</Info></VirtualSystem></Envelope>",
     );
     match timed("billion laughs", doc.as_bytes()) {
-        DescriptorError::Doctype { position } => assert!(position < 40, "{position}"),
+        e @ DescriptorError::Doctype { position } => {
+            assert!(position < 40, "{position}");
+            assert_eq!(e.kind(), DescriptorErrorKind::Unsupported);
+        }
         e => panic!("unexpected {e:?}"),
     }
 }
@@ -106,7 +110,8 @@ fn deep_nesting_stops_at_the_depth_limit() {
     }
     doc.push_str("</Envelope>");
     match timed("100,000-deep nesting", doc.as_bytes()) {
-        DescriptorError::TooDeep { limit, position } => {
+        e @ DescriptorError::TooDeep { limit, position } => {
+            assert_eq!(e.kind(), DescriptorErrorKind::Limit);
             assert_eq!(limit, 64);
             assert!(position < HEAD.len() as u64 + 64 * 3, "{position}");
         }
@@ -350,7 +355,10 @@ fn absurd_sizes_parse_and_fail_when_mapped() {
     // 1024 * 2^60 = 2^70 bytes: parsed, refused when mapped, never allocated.
     let env = parse(with_disk("1024", "byte * 2^60", "1").as_bytes()).unwrap();
     match describe(&env, &MapOptions::default()) {
-        Err(MapError::TooLarge { bytes, .. }) => assert_eq!(bytes, 1u128 << 70),
+        Err(e @ MapError::TooLarge { bytes, .. }) => {
+            assert_eq!(bytes, 1u128 << 70);
+            assert_eq!(e.kind(), MapErrorKind::Invalid);
+        }
         other => panic!("unexpected {other:?}"),
     }
     // u64::MAX * 2^100 overflows even 128 bits.

@@ -37,7 +37,7 @@ mod vm;
 mod write;
 mod xml;
 
-pub use error::{DescriptorError, MapError, WriteError};
+pub use error::{DescriptorError, DescriptorErrorKind, MapError, MapErrorKind, WriteError};
 pub use hardware::{
     Bus, ControllerClass, DiskFormat, HostResource, NicModel, classify_controller, disk_format,
     nic_model, parse_host_resource, resource_type, resource_type_name,
