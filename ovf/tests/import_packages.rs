@@ -214,9 +214,9 @@ fn vmdk_ova_in_every_member_order_and_tar_format() {
             let out = dir.path().join(format!("out{i}-{format}"));
             let report = import(&ova, &options(&out), None)
                 .unwrap_or_else(|e| panic!("order {order:?} {format}: {e}"));
-            assert_eq!(report.vms.len(), 1);
-            assert_eq!(report.vms[0].vcpus, Some(2));
-            assert_eq!(report.vms[0].memory_bytes, Some(512 << 20));
+            assert_eq!(report.appliance.vms.len(), 1);
+            assert_eq!(report.appliance.vms[0].vcpus, Some(2));
+            assert_eq!(report.appliance.vms[0].memory_bytes, Some(512 << 20));
             let disk = report.disk("vmdisk1").expect("disk mapped");
             assert_eq!(disk.source_format, Some(SourceFormat::VmdkStreamOptimized));
             assert_eq!(report.verification.entries_ok, 2);
@@ -492,7 +492,7 @@ fn inspect_works_on_a_descriptor_whose_disks_are_absent() {
     }]);
     std::fs::write(dir.path().join("only.ovf"), text).unwrap();
     let i = inspect(&dir.path().join("only.ovf"), None).unwrap();
-    assert_eq!(i.vms[0].disks[0].capacity_bytes, Some(1 << 40));
+    assert_eq!(i.appliance.disks[0].capacity_bytes, 1 << 40);
     assert!(i.files.is_empty());
     // Importing it fails cleanly: the disk file is missing.
     let out = dir.path().join("out");

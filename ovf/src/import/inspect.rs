@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::{ImportError, Result, VerificationSummary};
-use crate::descriptor::{self, MapOptions, VmDescription};
+use crate::descriptor::{self, ApplianceDescription, MapOptions};
 use crate::package::{
     self, MemberRole, PackageOptions, PackageReader, SignatureStatus, VerifyOptions,
 };
@@ -30,8 +30,9 @@ pub struct Inspection {
     pub descriptor: String,
     /// OVF version of the envelope's namespace ("0.9", "1.x", "2.x").
     pub ovf_version: String,
-    /// One description per VirtualSystem.
-    pub vms: Vec<VmDescription>,
+    /// The appliance: files, disks, networks and one description per
+    /// VirtualSystem.
+    pub appliance: ApplianceDescription,
     /// Every file read.
     pub files: Vec<PackageFile>,
     /// Manifest and signature (problems reported, never fatal here).
@@ -53,7 +54,7 @@ pub fn inspect(path: &Path, configuration: Option<&str>) -> Result<Inspection> {
         name: name.clone(),
         source,
     })?;
-    let vms = descriptor::describe(
+    let appliance = descriptor::describe(
         &envelope,
         &MapOptions {
             configuration: configuration.map(str::to_string),
@@ -80,7 +81,7 @@ pub fn inspect(path: &Path, configuration: Option<&str>) -> Result<Inspection> {
         package: path.to_path_buf(),
         descriptor: name,
         ovf_version: format!("{:?}", envelope.version),
-        vms,
+        appliance,
         files: contents
             .members
             .iter()
