@@ -101,7 +101,8 @@ pub(crate) struct LogRegion {
 pub(crate) struct Replay {
     /// Every update of the active sequence, in log order; later ones win.
     pub updates: Vec<LogUpdate>,
-    /// The head entry's FlushedFileOffset.
+    /// The head entry's FlushedFileOffset (already checked against the file).
+    #[allow(dead_code)] // a description of the log, for reports
     pub flushed_file_offset: u64,
     /// The head entry's LastFileOffset: the file is at least this long after replay.
     pub last_file_offset: u64,
