@@ -798,3 +798,71 @@ fn random_bytes_never_panic_or_hang() {
         let _ = scan::find_active(&mut view, guid(1));
     }
 }
+
+/// What the writer did to the file, in order.
+#[derive(Default)]
+struct Trace(std::sync::Mutex<Vec<String>>);
+
+impl crate::IoObserver for Trace {
+    fn write(&self, offset: u64, data: &[u8]) {
+        let place = if (LOG_AT..LOG_AT + u64::from(LOG_LEN)).contains(&offset) {
+            "log"
+        } else {
+            "target"
+        };
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{place} {}", data.len()));
+    }
+    fn sync(&self) {
+        self.0.lock().unwrap().push("sync".into());
+    }
+    fn set_len(&self, len: u64) {
+        self.0.lock().unwrap().push(format!("set_len {len}"));
+    }
+    fn zero(&self, _offset: u64, len: u64) {
+        self.0.lock().unwrap().push(format!("zero {len}"));
+    }
+}
+
+#[test]
+fn commit_writes_the_entry_flushes_applies_flushes() {
+    let (dir, _) = scratch(FILE_LEN);
+    let path = dir.path().join("log.vhdx");
+    let trace = std::sync::Arc::new(Trace::default());
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let file = ImageFile::with_observer(f, &path, trace.clone());
+    let mut w = LogWriter::new(region(), guid(1), 1);
+    let mut updates = two_updates();
+    updates.push(LogUpdate::Page {
+        offset: 2 << 20,
+        data: page(9),
+    });
+    w.commit(&file, &updates, FILE_LEN, FILE_LEN + (1 << 20))
+        .unwrap();
+    // Where the file system cannot zero a range, zeros are written instead.
+    let seen: Vec<String> = trace
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.replace("target 8192", "zero 8192"))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "log 12288",
+            "sync",
+            "target 4096",
+            "zero 8192",
+            "target 4096",
+            &format!("set_len {}", FILE_LEN + (1 << 20)),
+            "sync",
+        ]
+    );
+}
