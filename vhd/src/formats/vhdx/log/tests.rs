@@ -866,3 +866,33 @@ fn commit_writes_the_entry_flushes_applies_flushes() {
         ]
     );
 }
+
+#[test]
+fn log_read_from_the_file_finds_what_the_memory_copy_finds() {
+    // Large logs are read sector by sector from the file instead of copied.
+    let (_d, file) = scratch(FILE_LEN);
+    let a = two_updates();
+    put(
+        &file,
+        u64::from(LOG_LEN) - 4096,
+        &entry(&a, 7, LOG_LEN - 4096, guid(1))[..4096],
+    );
+    put(&file, 0, &entry(&a, 7, LOG_LEN - 4096, guid(1))[4096..]);
+    let mut from_file = scan::LogView::file(&file, LOG_AT, u64::from(LOG_LEN));
+    let s = scan::find_active(&mut from_file, guid(1)).unwrap().unwrap();
+    let updates = scan::collect_updates(&mut from_file, &s, guid(1)).unwrap();
+    assert_eq!(updates, a);
+    assert_eq!(s.head().unwrap().pos, u64::from(LOG_LEN) - 4096);
+}
+
+#[test]
+fn empty_region_or_nil_guid_has_nothing_to_replay() {
+    let (_d, file) = scratch(FILE_LEN);
+    put(&file, 0, &entry(&two_updates(), 1, 0, guid(1)));
+    let empty = LogRegion {
+        offset: LOG_AT,
+        length: 0,
+    };
+    assert!(read_log(&file, empty, guid(1)).unwrap().is_none());
+    assert!(read_log(&file, region(), Uuid::nil()).unwrap().is_none());
+}
