@@ -29,6 +29,8 @@ mod writer;
 mod qemu_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod writer_tests;
 
 use std::fmt;
 
