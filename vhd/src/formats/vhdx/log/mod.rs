@@ -20,6 +20,14 @@
 //! leaves exactly that state after a power cut, with nothing lost, so
 //! [`read_log`] reports "nothing to replay" there, as QEMU does, rather than
 //! making a consistent image impossible to open.
+//!
+//! Where QEMU differs (block/vhdx-log.c): it ranks sequences by their first
+//! entry rather than their head and ignores the head's Tail, so of a
+//! sequence of several unapplied entries that wraps round the end of the
+//! region it replays only the entries after the wrap. Here the whole
+//! sequence is replayed, from the entry the head's Tail names, as the
+//! specification says. The writer below never leaves such a log: `commit`
+//! applies every entry before the next one is written.
 
 mod format;
 mod scan;
