@@ -28,8 +28,6 @@ pub struct Inspection {
     pub package: PathBuf,
     /// The descriptor's file name.
     pub descriptor: String,
-    /// OVF version of the envelope's namespace ("0.9", "1.x", "2.x").
-    pub ovf_version: String,
     /// The appliance: files, disks, networks and one description per
     /// VirtualSystem.
     pub appliance: ApplianceDescription,
@@ -80,7 +78,6 @@ pub fn inspect(path: &Path, configuration: Option<&str>) -> Result<Inspection> {
     Ok(Inspection {
         package: path.to_path_buf(),
         descriptor: name,
-        ovf_version: format!("{:?}", envelope.version),
         appliance,
         files: contents
             .members
