@@ -500,3 +500,66 @@ fn inspect_works_on_a_descriptor_whose_disks_are_absent() {
     assert!(matches!(err, ImportError::MissingFile { .. }), "{err}");
     assert!(!out.exists());
 }
+
+/// An OVA holding `descriptor` and `disk1.vmdk` (a small real VMDK).
+fn ova_with_descriptor(dir: &Path, name: &str, text: &[u8]) -> PathBuf {
+    let pkg = dir.join(format!("{name}.d"));
+    std::fs::create_dir(&pkg).unwrap();
+    let (raw, _) = source_disk(dir, 6);
+    qemu_disk(
+        &pkg,
+        &raw,
+        "disk1.vmdk",
+        "vmdk",
+        &["-o", "subformat=streamOptimized"],
+    );
+    std::fs::write(pkg.join("testvm.ovf"), text).unwrap();
+    let ova = dir.join(format!("{name}.ova"));
+    tar(&pkg, &ova, "ustar", &["testvm.ovf", "disk1.vmdk"]);
+    ova
+}
+
+#[test]
+fn hostile_descriptors_fail_fast_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let laughs = br#"<?xml version="1.0"?>
+<!DOCTYPE Envelope [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;"><!ENTITY d "&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;">]>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1">&d;&d;&d;&d;&d;&d;&d;&d;&d;</Envelope>"#
+        .to_vec();
+    let xxe = br#"<?xml version="1.0"?>
+<!DOCTYPE Envelope [<!ENTITY x SYSTEM "file:///etc/passwd">]>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1">&x;</Envelope>"#
+        .to_vec();
+    let mut deep = b"<Envelope xmlns=\"http://schemas.dmtf.org/ovf/envelope/1\">".to_vec();
+    deep.extend(std::iter::repeat_n(&b"<a>"[..], 100_000).flatten());
+    deep.extend(std::iter::repeat_n(&b"</a>"[..], 100_000).flatten());
+    deep.extend(b"</Envelope>");
+    let huge = descriptor(&[DiskSpec {
+        href: Some("disk1.vmdk"),
+        format: VMDK_URI,
+        capacity: 0,
+        extra_file_attrs: "",
+    }])
+    .replace(
+        "ovf:capacity=\"0\"",
+        "ovf:capacity=\"1\" ovf:capacityAllocationUnits=\"byte * 2^70\"",
+    )
+    .into_bytes();
+    for (name, text) in [
+        ("laughs", laughs),
+        ("xxe", xxe),
+        ("deep", deep),
+        ("huge", huge),
+    ] {
+        let ova = ova_with_descriptor(dir.path(), name, &text);
+        let out = dir.path().join(format!("out-{name}"));
+        let start = std::time::Instant::now();
+        let err = import(&ova, &options(&out), None).expect_err(name);
+        assert!(
+            start.elapsed().as_secs() < 5,
+            "{name} took {:?}",
+            start.elapsed()
+        );
+        assert!(!out.exists(), "{name}: output left behind ({err})");
+    }
+}
