@@ -542,3 +542,27 @@ fn resize_keeps_data_and_zeros_new_space() {
         assert!(vhd::check(&p, false).unwrap().is_clean());
     }
 }
+
+#[test]
+fn a_511_byte_footer_is_read() {
+    // Windows before Virtual PC 2004 wrote the footer one byte short.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("short.vhd");
+    let img = vhd::create(
+        &p,
+        &CreateOptions::new(Format::Vhd, ImageType::Fixed, 1 << 20),
+    )
+    .unwrap();
+    img.write_at(&[0x42; 512], (1 << 20) - 512).unwrap();
+    drop(img);
+    let footer = read_at(&p, 1 << 20, 512);
+    assert_eq!(footer[511], 0, "the last footer byte is reserved");
+    let f = FsOpen::new().write(true).open(&p).unwrap();
+    f.set_len((1 << 20) + 511).unwrap();
+    drop(f);
+    let img = vhd::open(&p, &OpenOptions::read_only()).unwrap();
+    assert_eq!(img.virtual_size(), 1 << 20);
+    let mut b = [0u8; 512];
+    img.read_at(&mut b, (1 << 20) - 512).unwrap();
+    assert_eq!(b, [0x42; 512]);
+}

@@ -366,6 +366,9 @@ impl Sparse {
             })?;
         let data = block_at + self.bitmap_size;
         let footer_at = data + self.block_size;
+        // The space is taken even if a write below fails: a later block
+        // must never find this one's data in its unwritten sectors.
+        st.next_free = footer_at;
         let mut bitmap = vec![0u8; idx(self.bitmap_size)];
         if self.diff() {
             // The rest of the block lies past the old end of the file and
@@ -385,7 +388,6 @@ impl Sparse {
         file.sync_data()?;
         let entry_at = self.header.table_offset + 4 * i as u64;
         file.write_all_at(&sector.to_be_bytes(), entry_at)?;
-        st.next_free = footer_at;
         let bits = bat::classify(bitmap, self.sectors_per_block());
         if let Some(e) = write(&self.map).get_mut(i) {
             *e = Entry::Present { sector, bits };
