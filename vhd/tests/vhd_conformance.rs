@@ -95,6 +95,15 @@ fn vhd_differencing_over_raw_conforms() {
 }
 
 #[test]
+fn vhd_differencing_over_vhdx_conforms() {
+    common::conformance(
+        "vhd differencing over vhdx",
+        &make_differencing(Format::Vhdx),
+        4 << 20,
+    );
+}
+
+#[test]
 fn vhd_matches_the_model() {
     for seed in 0..2 {
         common::model(

@@ -566,3 +566,32 @@ fn a_511_byte_footer_is_read() {
     img.read_at(&mut b, (1 << 20) - 512).unwrap();
     assert_eq!(b, [0x42; 512]);
 }
+
+#[test]
+fn a_vhdx_parent_is_identified_by_its_data_write_guid() {
+    let dir = tempfile::tempdir().unwrap();
+    let parent = dir.path().join("parent.vhdx");
+    let p = vhd::create(
+        &parent,
+        &CreateOptions::new(Format::Vhdx, ImageType::Dynamic, 4 << 20),
+    )
+    .unwrap();
+    p.write_at(&[0x31; 4096], 1 << 20).unwrap();
+    p.flush().unwrap();
+    drop(p);
+    let child = dir.path().join("child.vhd");
+    drop(vhd::create(&child, &CreateOptions::differencing(Format::Vhd, &parent)).unwrap());
+    let img = vhd::open(&child, &OpenOptions::read_only()).unwrap();
+    let mut b = [0u8; 1];
+    img.read_at(&mut b, 1 << 20).unwrap();
+    assert_eq!(b[0], 0x31);
+    drop(img);
+    // Writing to the parent gives it a new data write guid: the child no
+    // longer matches.
+    let p = vhd::open(&parent, &OpenOptions::default()).unwrap();
+    p.write_at(&[0x32; 512], 0).unwrap();
+    p.flush().unwrap();
+    drop(p);
+    let e = open_err(&child);
+    assert!(matches!(e, Error::ParentMismatch { .. }), "{e}");
+}
