@@ -595,3 +595,20 @@ fn a_vhdx_parent_is_identified_by_its_data_write_guid() {
     let e = open_err(&child);
     assert!(matches!(e, Error::ParentMismatch { .. }), "{e}");
 }
+
+#[test]
+fn new_blocks_have_page_aligned_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dynamic(dir.path(), "aligned.vhd", 8 << 20);
+    let mut seen = 0;
+    for i in 0..4u64 {
+        let e = u32::from_be_bytes(read_at(&p, 1536 + 4 * i, 4).try_into().unwrap());
+        if e != u32::MAX {
+            // 512-byte bitmap, then the data.
+            assert_eq!((u64::from(e) * 512 + 512) % 4096, 0, "block {i}");
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 2);
+    assert!(vhd::check(&p, false).unwrap().is_clean());
+}

@@ -60,6 +60,8 @@ enum Block {
 }
 
 const SECTOR: u64 = 512;
+/// Alignment of a new block's data in the file.
+const ALIGN: u64 = 4096;
 
 impl Sparse {
     fn diff(&self) -> bool {
@@ -354,7 +356,11 @@ impl Sparse {
         voff: u64,
         footer: &RwLock<Footer>,
     ) -> Result<()> {
-        let block_at = st.next_free;
+        // Blocks start so that their data is 4 KiB-aligned in the file:
+        // page-aligned copies, and holes punched by discard free whole
+        // pages. The padding (at most 3.5 KiB) is zeroed below.
+        let block_at = (st.next_free + self.bitmap_size).next_multiple_of(ALIGN) - self.bitmap_size;
+        let pad_at = st.next_free;
         let sector = u32::try_from(block_at / SECTOR)
             .ok()
             .filter(|s| *s != bat::UNALLOCATED)
@@ -382,6 +388,10 @@ impl Sparse {
             if let Src::Data(d) = src {
                 file.write_all_at(d, data + in_block)?;
             }
+        }
+        if block_at > pad_at {
+            // The old footer sits there: leave no stale copy in the middle.
+            file.write_all_at(&vec![0u8; idx(block_at - pad_at)], pad_at)?;
         }
         file.write_all_at(&bitmap, block_at)?;
         file.write_all_at(&read(footer).encode(), footer_at)?;
