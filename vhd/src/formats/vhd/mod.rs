@@ -28,9 +28,10 @@
 //! bitmap bytes), merging the parent's data into partly written grains.
 //! Bitmaps written by others are honoured sector by sector.
 //!
-//! Concurrency: reads and writes to allocated blocks take a read lock on the
-//! in-memory BAT only for the lookup. Allocation and bitmap changes take one
-//! mutex. Crash safety of allocation: the new block's data, bitmap and the
+//! Concurrency: reads and writes to allocated blocks look the block up in
+//! an in-memory BAT of atomic words, taking no lock (partly present blocks
+//! take a read lock on their bitmap map). Allocation and bitmap changes
+//! take one mutex. Crash safety of allocation: the new block's data, bitmap and the
 //! footer moved to the new end are written, the file is flushed, and only
 //! then is the BAT entry written (the footer goes before the BAT entry so
 //! that no durable entry ever points past the end of the file, which QEMU
@@ -88,7 +89,7 @@ struct Sparse {
     header: DynamicHeader,
     block_size: u64,
     bitmap_size: u64,
-    map: RwLock<Vec<Entry>>,
+    map: bat::Table,
     alloc: Mutex<AllocState>,
     flush_lock: Mutex<()>,
     parent: Option<Box<Image>>,
@@ -314,6 +315,10 @@ impl VhdImage {
             }
         }
         let next_free = next_free.next_multiple_of(512);
+        // Room for growth within the table's padding (see resize).
+        let capacity =
+            usize::try_from((u64::from(header.max_table_entries) * 4).next_multiple_of(512) / 4)
+                .unwrap_or(usize::MAX);
         let parent = if footer.disk_type == DiskType::Differencing {
             let candidates = locator::candidates(file, &header, file_len)?;
             let p = crate::open_parent(file.path(), &candidates, ctx)?;
@@ -326,7 +331,7 @@ impl VhdImage {
             header,
             block_size,
             bitmap_size,
-            map: RwLock::new(map),
+            map: bat::Table::new(map, capacity),
             alloc: Mutex::new(AllocState {
                 next_free,
                 dirty: Vec::new(),
