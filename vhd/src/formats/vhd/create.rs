@@ -4,7 +4,6 @@ use std::fs::OpenOptions as FsOpenOptions;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use super::bat::Entry;
 use super::footer::{DiskType, FOOTER_SIZE, Footer, MAX_SIZE};
 use super::geometry::Geometry;
 use super::header::{
@@ -232,9 +231,8 @@ pub fn resize(img: &VhdImage, new_size: u64) -> Result<()> {
                 file.sync_data()?;
                 let at = read(&img.footer).data_offset;
                 file.write_all_at(&header.encode(), at)?;
-                let mut map = write(&s.map);
-                let len = usize::try_from(header.max_table_entries).unwrap_or(usize::MAX);
-                map.resize(len, Entry::Unallocated);
+                // The in-memory table already has a slot for every entry
+                // the padding can hold.
             }
             let mut footer = write(&img.footer);
             footer.current_size = new_size;
