@@ -35,6 +35,7 @@ pub(super) fn start_session(img: &VhdxImage) -> Result<()> {
     h.file_write_guid = Uuid::new_v4();
     h.data_write_guid = Uuid::new_v4();
     h.log_guid = Uuid::new_v4();
+    h.log_version = 0;
     let slot = 1 - w.slot;
     img.file
         .write_all_at(&h.encode()[..], HEADER_OFFSETS[slot])?;
