@@ -2,6 +2,7 @@
 //! and run virtual machines. The binary only parses arguments and prints
 //! results; the work is done by the library crates.
 
+mod boot;
 mod disk;
 mod output;
 
@@ -22,11 +23,14 @@ enum Command {
     /// Inspect, create, convert and check disk images.
     #[command(subcommand)]
     Disk(disk::DiskCommand),
+    /// Boot a kernel (bzImage or PVH ELF) on the built-in KVM VMM.
+    Boot(boot::BootArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Disk(cmd) => disk::run(cmd),
+        Command::Boot(args) => boot::run(args),
     }
 }

@@ -1,0 +1,134 @@
+//! `vmimport boot`: boot a kernel directly on the built-in KVM VMM.
+//!
+//! Exit status: 0 when the guest resets or powers off (or writes 0 to the
+//! debug-exit port), the byte written to the debug-exit port otherwise,
+//! 1 when the VM could not be built or failed, 2 when the guest crashed
+//! (triple fault, halt with nothing to wake it), 130 on Ctrl-C.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use vmm::{SerialConfig, Vm, VmConfig, VmExit};
+
+use crate::output::parse_size;
+
+/// Arguments of `vmimport boot`.
+#[derive(Debug, Args)]
+pub struct BootArgs {
+    /// Kernel: a bzImage, or an ELF vmlinux with a PVH entry note.
+    #[arg(long)]
+    kernel: PathBuf,
+    /// Initial ramdisk.
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, default_value = "console=ttyS0 reboot=k panic=1")]
+    cmdline: String,
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = 1)]
+    cpus: u8,
+    /// Guest memory size (suffixes K, M, G, T).
+    #[arg(long, default_value = "128M", value_parser = parse_size)]
+    memory: u64,
+    /// Serial console: stdio, file:PATH or null.
+    #[arg(long, default_value = "stdio", value_parser = parse_serial)]
+    serial: SerialConfig,
+    /// After the VM ends, print the guest memory resident in host RAM to
+    /// standard error (for measuring the VMM's own memory overhead).
+    #[arg(long)]
+    stats: bool,
+}
+
+fn parse_serial(s: &str) -> Result<SerialConfig, String> {
+    match s {
+        "stdio" => Ok(SerialConfig::Stdio),
+        "null" => Ok(SerialConfig::Null),
+        _ => match s.strip_prefix("file:") {
+            Some(p) if !p.is_empty() => Ok(SerialConfig::File(PathBuf::from(p))),
+            _ => Err(format!(
+                "'{s}' is not a serial destination (stdio, file:PATH, null)"
+            )),
+        },
+    }
+}
+
+fn exit_status(exit: VmExit) -> u8 {
+    match exit {
+        VmExit::Reset | VmExit::PowerOff => 0,
+        VmExit::DebugExit(code) => code,
+        VmExit::TripleFault | VmExit::Halted => 2,
+        VmExit::Interrupted => 130,
+    }
+}
+
+/// Runs `vmimport boot`.
+pub fn run(args: BootArgs) -> ExitCode {
+    let mut config = VmConfig::new(args.kernel);
+    config.boot.initrd = args.initrd;
+    config.boot.cmdline = args.cmdline;
+    config.cpus = args.cpus;
+    config.memory = args.memory;
+    config.serial = args.serial;
+    if let Err(e) = vmm::install_interrupt_handler() {
+        eprintln!("vmimport boot: {}", error_chain(&e));
+    }
+    let result = Vm::build(&config).and_then(|mut vm| {
+        let exit = vm.run()?;
+        if args.stats {
+            match vm.guest_resident_bytes() {
+                Ok(bytes) => eprintln!("vmimport boot: guest memory resident: {bytes} bytes"),
+                Err(e) => eprintln!("vmimport boot: guest memory resident: unknown ({e})"),
+            }
+        }
+        Ok(exit)
+    });
+    match result {
+        Ok(exit) => {
+            if !exit.is_clean() {
+                eprintln!("vmimport boot: guest ended: {exit:?}");
+            }
+            ExitCode::from(exit_status(exit))
+        }
+        Err(e) => {
+            eprintln!("vmimport boot: {}", error_chain(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_destinations() {
+        assert_eq!(parse_serial("stdio"), Ok(SerialConfig::Stdio));
+        assert_eq!(parse_serial("null"), Ok(SerialConfig::Null));
+        assert_eq!(
+            parse_serial("file:/tmp/x"),
+            Ok(SerialConfig::File("/tmp/x".into()))
+        );
+        assert!(parse_serial("file:").is_err());
+        assert!(parse_serial("tcp:1").is_err());
+    }
+
+    #[test]
+    fn exit_statuses() {
+        assert_eq!(exit_status(VmExit::Reset), 0);
+        assert_eq!(exit_status(VmExit::DebugExit(7)), 7);
+        assert_eq!(exit_status(VmExit::TripleFault), 2);
+        assert_eq!(exit_status(VmExit::Interrupted), 130);
+    }
+}
