@@ -399,3 +399,33 @@ fn resize_past_the_bat_region_moves_the_bat() {
         assert!(report.is_clean(), "{:?}", report.findings);
     }
 }
+
+#[test]
+fn chains_through_vhd_parents() {
+    let dir = tempfile::tempdir().unwrap();
+    for t in [ImageType::Dynamic, ImageType::Fixed] {
+        let base = dir.path().join(format!("base-{t}.vhd"));
+        let mut want = {
+            let b = vhd::create(&base, &CreateOptions::new(Format::Vhd, t, 6 * MIB)).unwrap();
+            let data = pattern(21, b.virtual_size());
+            vhdx_support::write_non_zero(&b, &data);
+            data
+        };
+        let child = dir.path().join(format!("child-{t}.vhdx"));
+        {
+            let mut o = CreateOptions::differencing(Format::Vhdx, &base);
+            o.block_size = Some(MIB);
+            let c = vhd::create(&child, &o).unwrap();
+            assert_eq!(c.virtual_size(), want.len() as u64);
+            c.write_at(&[0xC1u8; 5000], MIB - 300).unwrap();
+            want[(MIB - 300) as usize..(MIB + 4700) as usize].fill(0xC1);
+            c.discard(3 * MIB, MIB).unwrap();
+            want[3 * MIB as usize..4 * MIB as usize].fill(0);
+        }
+        let c = vhd::open(&child, &OpenOptions::read_only()).unwrap();
+        assert_eq!(c.info().parent.as_ref().unwrap().format, Format::Vhd);
+        assert_same(&read_all(&c), &want, "vhdx over vhd");
+        let e = c.block_status(5 * MIB, 4096).unwrap();
+        assert_eq!(e.depth, 1, "{e:?}");
+    }
+}
