@@ -131,6 +131,12 @@ fn rsa_and_ecdsa_signatures_verify() {
             "{name} {alg}: {e}"
         );
         assert!(e.to_string().contains("does not verify"), "{e}");
+        // no_verify does not excuse a signature that lies.
+        let no_verify = VerifyOptions {
+            no_verify: true,
+            ..Default::default()
+        };
+        assert!(verify(&contents, &no_verify).is_err());
     }
 }
 

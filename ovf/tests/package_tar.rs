@@ -149,6 +149,18 @@ fn top_level_directory() {
         util::manifest(&[("app.ovf", &ovf), ("d.img", &img)], DigestAlgorithm::Sha1),
     )
     .unwrap();
+    // `tar -C app -cf x.ova .`: a `./` entry, then `./app.ovf` ...
+    let dot = dir.path().join("dot.ova");
+    gnu_tar(
+        &["--format=gnu", "-cf", dot.to_str().unwrap(), "."],
+        &pkg_dir,
+    );
+    let pkg = PackageReader::open(&dot, PackageOptions::default()).unwrap();
+    let (members, contents) = util::read_all(pkg).unwrap();
+    assert_eq!(contents.root, "");
+    assert_eq!(members.len(), 3);
+    verify(&contents, &VerifyOptions::default()).unwrap();
+
     let ova = dir.path().join("app.ova");
     gnu_tar(
         &["--format=gnu", "-cf", ova.to_str().unwrap(), "app"],

@@ -118,3 +118,117 @@ fn our_stream_converts_back_with_qemu() {
         assert!(read_via_copy(&vmdk, dir.path(), size as u64) == data);
     }
 }
+
+/// A disk image written out with `write_vmdk_stream_from` converts back
+/// identically with qemu-img.
+#[test]
+fn image_to_stream_reads_in_qemu() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = (5 << 20) + 512;
+    let data = disk_data(5, size);
+    let src_path = dir.path().join("src.raw");
+    let src = RawImage::create(&src_path, size as u64, ImageType::Dynamic).unwrap();
+    src.write_at(&data, 0).unwrap();
+    let vmdk = dir.path().join("img.vmdk");
+    let out = std::fs::File::create(&vmdk).unwrap();
+    ovf::vmdk::write_vmdk_stream_from(&src, out, WriterOptions::default()).unwrap();
+    let raw = dir.path().join("back.raw");
+    qemu_img(&[
+        "convert",
+        "-f",
+        "vmdk",
+        "-O",
+        "raw",
+        vmdk.to_str().unwrap(),
+        raw.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&raw).unwrap() == data);
+}
+
+/// CPU seconds used so far by this process and by its waited-for
+/// children, from /proc/self/stat (the machine may be shared, so CPU time
+/// is a steadier figure than wall time).
+fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // Fields 14-17 of stat (utime, stime, cutime, cstime), in clock ticks
+    // of 1/100 s; `rest` starts at field 3.
+    ((f[11] + f[12]) / 100.0, (f[13] + f[14]) / 100.0)
+}
+
+/// Side-by-side timing, not part of the normal suite:
+/// `cargo test -p ovf --release --test vmdk_qemu -- --ignored --nocapture`.
+/// Converts one qemu-made streamOptimized image (256 MiB, half data, half
+/// holes) to raw with `qemu-img convert` and with `copy_vmdk_stream_to`,
+/// five times each (neither syncing its output), and prints the best wall
+/// and CPU times and their ratios.
+#[test]
+#[ignore = "benchmark; run explicitly"]
+fn bench_stream_to_raw_against_qemu_img() {
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let size = 256usize << 20;
+    let mut data = vec![0u8; size];
+    let mut rng = SmallRng::seed_from_u64(42);
+    for chunk in data.chunks_mut(1 << 20).step_by(2) {
+        rng.fill(&mut chunk[..]);
+    }
+    let raw = dir.path().join("in.raw");
+    std::fs::write(&raw, &data).unwrap();
+    drop(data);
+    let vmdk = dir.path().join("in.vmdk");
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=streamOptimized",
+        raw.to_str().unwrap(),
+        vmdk.to_str().unwrap(),
+    ]);
+    let out = dir.path().join("out.raw");
+    let (mut wall_qemu, mut wall_ours) = (f64::MAX, f64::MAX);
+    let (mut cpu_qemu, mut cpu_ours) = (f64::MAX, f64::MAX);
+    for _ in 0..5 {
+        let _ = std::fs::remove_file(&out);
+        let (_, c0) = cpu_seconds();
+        let t = Instant::now();
+        qemu_img(&[
+            "convert",
+            "-f",
+            "vmdk",
+            "-O",
+            "raw",
+            vmdk.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ]);
+        wall_qemu = wall_qemu.min(t.elapsed().as_secs_f64());
+        cpu_qemu = cpu_qemu.min(cpu_seconds().1 - c0);
+        let _ = std::fs::remove_file(&out);
+        let (s0, _) = cpu_seconds();
+        let t = Instant::now();
+        let target = RawImage::create(&out, size as u64, ImageType::Dynamic).unwrap();
+        let file = std::io::BufReader::new(std::fs::File::open(&vmdk).unwrap());
+        // qemu-img convert does not sync its output; neither does this run.
+        let opts = CopyOptions {
+            flush: false,
+            ..Default::default()
+        };
+        copy_vmdk_stream_to(file, &target, &opts).unwrap();
+        wall_ours = wall_ours.min(t.elapsed().as_secs_f64());
+        cpu_ours = cpu_ours.min(cpu_seconds().0 - s0);
+    }
+    println!(
+        "streamOptimized 256 MiB -> raw, best of 5: wall qemu-img {wall_qemu:.3} s, ovf \
+         {wall_ours:.3} s (qemu/ovf {:.2}); cpu qemu-img {cpu_qemu:.2} s, ovf {cpu_ours:.2} s \
+         (qemu/ovf {:.2})",
+        wall_qemu / wall_ours,
+        cpu_qemu / cpu_ours
+    );
+}

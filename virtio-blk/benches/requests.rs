@@ -2,7 +2,7 @@
 //! pread/pwrite of the same offsets on the same file, in the same run.
 //!
 //! Run with `cargo bench -p virtio-blk` (optionally
-//! `-- --seconds 2 --disk-mib 512`). Single-threaded: the figures are per
+//! `-- --seconds 2 --disk-mib 512 --dir /dev/shm --filter "randread 64"`). Single-threaded: the figures are per
 //! core. Each case runs the methods in rotation, a batch at a time, and
 //! reports the median batch, so that load from other processes does not
 //! favour one method. The image is written in full first, so reads and writes hit a warm
@@ -50,6 +50,7 @@ struct Args {
     seconds: f64,
     disk: u64,
     filter: Option<String>,
+    dir: Option<std::path::PathBuf>,
 }
 
 fn args() -> Args {
@@ -57,6 +58,7 @@ fn args() -> Args {
         seconds: 1.0,
         disk: 256 << 20,
         filter: None,
+        dir: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
@@ -69,6 +71,7 @@ fn args() -> Args {
                     .map_or(a.disk, |m| m << 20)
             }
             "--filter" => a.filter = it.next(),
+            "--dir" => a.dir = it.next().map(Into::into),
             _ => {} // cargo bench passes --bench
         }
     }
@@ -342,10 +345,14 @@ fn line(label: &str, round: Duration, bs: usize, base: Option<Duration>) {
 
 fn main() {
     let a = args();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = match &a.dir {
+        Some(d) => tempfile::tempdir_in(d).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
     println!(
-        "virtio-blk request benchmark: {} MiB disk, batches of {BATCH}, {:.1} s per case, one thread",
+        "virtio-blk request benchmark: {} MiB disk in {}, batches of {BATCH}, {:.1} s per case, one thread",
         a.disk >> 20,
+        tmp.path().display(),
         a.seconds
     );
     let (raw, raw_path) = make(tmp.path(), "bench.raw", Format::Raw, 512, a.disk).unwrap();
@@ -368,18 +375,23 @@ fn main() {
             {
                 continue;
             }
-            let offs = offsets(a.disk, bs as u64, 4096, bs as u64);
+            // Each method gets its own random offsets: none finds data in
+            // the CPU caches because another method just read it.
+            let offs: Vec<Vec<u64>> = (0..8u64)
+                .map(|m| offsets(a.disk, bs as u64, 4096, bs as u64 * 16 + m))
+                .collect();
             println!("{case}");
             let mut labels = vec!["pread/pwrite raw file".to_string()];
-            let mut rounds: Vec<Round<'_>> = vec![plain(&raw_path, dir, bs, &offs)];
+            let mut rounds: Vec<Round<'_>> = vec![plain(&raw_path, dir, bs, &offs[0])];
             for (name, img) in &backends {
+                let m = rounds.len();
                 labels.push(format!("{name} DiskImage"));
-                rounds.push(direct(Arc::clone(img), dir, bs, &offs));
+                rounds.push(direct(Arc::clone(img), dir, bs, &offs[m % 8]));
                 labels.push(format!("{name} virtio-blk"));
-                rounds.push(device(Arc::clone(img), dir, bs, &offs));
+                rounds.push(device(Arc::clone(img), dir, bs, &offs[(m + 1) % 8]));
             }
             labels.push("device alone (no I/O)".to_string());
-            rounds.push(device(Arc::new(NullImage(a.disk)), dir, bs, &offs));
+            rounds.push(device(Arc::new(NullImage(a.disk)), dir, bs, &offs[7]));
             let budget = a.seconds * rounds.len() as f64;
             let medians = measure(&mut rounds, budget);
             for (i, (label, m)) in labels.iter().zip(&medians).enumerate() {

@@ -9,7 +9,10 @@ use thiserror::Error;
 use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::RawDescriptor;
 use virtio_queue::desc::split::Descriptor;
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, GuestUsize};
+use vm_memory::bitmap::MS;
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, GuestUsize, VolatileSlice,
+};
 
 /// Size of one descriptor in a table.
 const DESC_SIZE: u64 = 16;
@@ -119,6 +122,45 @@ struct Table {
     indirect: bool,
 }
 
+/// Reads descriptors of one table: through a slice of the whole table when
+/// it lies in one region (one lookup per table instead of one per
+/// descriptor), else one guest memory access per descriptor.
+struct TableReader<'a, M: GuestMemoryBackend> {
+    mem: &'a M,
+    table: Table,
+    slice: Option<VolatileSlice<'a, MS<'a, M>>>,
+}
+
+impl<'a, M: GuestMemoryBackend> TableReader<'a, M> {
+    fn new(mem: &'a M, table: Table) -> Self {
+        let slice = mem
+            .get_slice(
+                table.addr,
+                usize::from(table.size) * size_of::<RawDescriptor>(),
+            )
+            .ok();
+        TableReader { mem, table, slice }
+    }
+
+    fn read(&self, index: u16) -> Result<Descriptor, ChainError> {
+        let unreadable = || ChainError::TableUnreadable {
+            table: self.table.addr.raw_value(),
+            index,
+        };
+        let offset = u64::from(index) * DESC_SIZE;
+        let raw: RawDescriptor = match &self.slice {
+            Some(slice) => slice
+                .read_obj(usize::try_from(offset).map_err(|_| unreadable())?)
+                .map_err(|_| unreadable())?,
+            None => {
+                let addr = self.table.addr.checked_add(offset).ok_or_else(unreadable)?;
+                self.mem.read_obj(addr).map_err(|_| unreadable())?
+            }
+        };
+        Ok(Descriptor::from(raw))
+    }
+}
+
 /// Walks the chain starting at `head` of the table at `desc_table` with
 /// `queue_size` entries into `out`. At most `queue_size` buffers are
 /// accepted in total, whether direct or in an indirect table.
@@ -143,6 +185,7 @@ pub(crate) fn walk<M: GuestMemoryBackend>(
         size: queue_size,
         indirect: false,
     };
+    let mut reader = TableReader::new(mem, table);
     let mut index = head;
     // Buffer descriptors read so far: bounds the walk whatever the guest
     // wrote (at most one descriptor names an indirect table, since nesting
@@ -150,7 +193,7 @@ pub(crate) fn walk<M: GuestMemoryBackend>(
     let mut count: u32 = 0;
     let mut total: u32 = 0;
     loop {
-        let desc = read_descriptor(mem, table, index)?;
+        let desc = reader.read(index)?;
         let flags = u32::from(desc.flags());
         if flags & VRING_DESC_F_INDIRECT != 0 {
             if !indirect_allowed {
@@ -179,6 +222,7 @@ pub(crate) fn walk<M: GuestMemoryBackend>(
                 size,
                 indirect: true,
             };
+            reader = TableReader::new(mem, table);
             index = 0;
             continue;
         }
@@ -219,23 +263,6 @@ pub(crate) fn walk<M: GuestMemoryBackend>(
     }
 }
 
-fn read_descriptor<M: GuestMemoryBackend>(
-    mem: &M,
-    table: Table,
-    index: u16,
-) -> Result<Descriptor, ChainError> {
-    let unreadable = || ChainError::TableUnreadable {
-        table: table.addr.raw_value(),
-        index,
-    };
-    let addr = table
-        .addr
-        .checked_add(u64::from(index) * DESC_SIZE)
-        .ok_or_else(unreadable)?;
-    let raw: RawDescriptor = mem.read_obj(addr).map_err(|_| unreadable())?;
-    Ok(Descriptor::from(raw))
-}
-
 /// Checks that `[addr, addr + len)` lies inside one region of `mem`.
 pub(crate) fn check_buffer<M: GuestMemoryBackend>(
     mem: &M,
@@ -253,5 +280,165 @@ pub(crate) fn check_buffer<M: GuestMemoryBackend>(
     match offset.checked_add(GuestUsize::from(len)) {
         Some(end) if end <= region.len() => Ok(()),
         _ => Err(bad),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::GuestMemoryMmap;
+
+    const TABLE: u64 = 0x1000;
+    const BUF: u64 = 0x10_0000;
+
+    fn mem() -> GuestMemoryMmap<()> {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap()
+    }
+
+    fn put(
+        mem: &GuestMemoryMmap<()>,
+        table: u64,
+        i: u16,
+        addr: u64,
+        len: u32,
+        flags: u32,
+        next: u16,
+    ) {
+        let d = RawDescriptor::from(Descriptor::new(
+            addr,
+            len,
+            u16::try_from(flags).unwrap(),
+            next,
+        ));
+        mem.write_obj(d, GuestAddress(table + 16 * u64::from(i)))
+            .unwrap();
+    }
+
+    /// A direct chain of `n` readable descriptors 0 -> 1 -> ... -> n-1.
+    fn direct(mem: &GuestMemoryMmap<()>, n: u16) {
+        for i in 0..n {
+            let flags = if i + 1 < n { VRING_DESC_F_NEXT } else { 0 };
+            put(mem, TABLE, i, BUF, 16, flags, i + 1);
+        }
+    }
+
+    fn run(mem: &GuestMemoryMmap<()>, size: u16) -> Result<ChainBuffers, ChainError> {
+        let mut out = ChainBuffers::default();
+        walk(mem, GuestAddress(TABLE), size, 0, true, &mut out).map(|()| out)
+    }
+
+    #[test]
+    fn chain_of_exactly_the_queue_size_is_accepted() {
+        let m = mem();
+        direct(&m, 8);
+        assert_eq!(run(&m, 8).unwrap().readable.len(), 8);
+        // The last descriptor chaining on (to index 0) makes 9.
+        put(&m, TABLE, 7, BUF, 16, VRING_DESC_F_NEXT, 0);
+        assert_eq!(run(&m, 8).unwrap_err(), ChainError::TooLong { limit: 8 });
+    }
+
+    #[test]
+    fn indirect_room_counts_the_direct_prefix() {
+        let m = mem();
+        let ind = 0x8000;
+        // Two direct descriptors, then a table of 6 entries: 8 in a queue of 8.
+        put(&m, TABLE, 0, BUF, 16, VRING_DESC_F_NEXT, 1);
+        put(&m, TABLE, 1, BUF, 16, VRING_DESC_F_NEXT, 2);
+        put(&m, TABLE, 2, ind, 6 * 16, VRING_DESC_F_INDIRECT, 0);
+        for i in 0..6u16 {
+            let flags = if i < 5 { VRING_DESC_F_NEXT } else { 0 };
+            put(&m, ind, i, BUF, 32, flags | VRING_DESC_F_WRITE, i + 1);
+        }
+        let out = run(&m, 8).unwrap();
+        assert_eq!((out.readable.len(), out.writable.len()), (2, 6));
+        // Seven entries no longer fit.
+        put(&m, TABLE, 2, ind, 7 * 16, VRING_DESC_F_INDIRECT, 0);
+        assert_eq!(
+            run(&m, 8).unwrap_err(),
+            ChainError::IndirectTooLarge {
+                entries: 7,
+                limit: 8
+            }
+        );
+    }
+
+    #[test]
+    fn zero_length_buffers_count_but_are_not_kept() {
+        let m = mem();
+        put(&m, TABLE, 0, BUF, 0, VRING_DESC_F_NEXT, 1);
+        put(&m, TABLE, 1, BUF, 16, VRING_DESC_F_NEXT, 2);
+        put(
+            &m,
+            TABLE,
+            2,
+            BUF,
+            0,
+            VRING_DESC_F_WRITE | VRING_DESC_F_NEXT,
+            3,
+        );
+        put(&m, TABLE, 3, BUF, 1, VRING_DESC_F_WRITE, 0);
+        let out = run(&m, 4).unwrap();
+        assert_eq!(
+            out.readable,
+            vec![Segment {
+                addr: GuestAddress(BUF),
+                len: 16
+            }]
+        );
+        assert_eq!(
+            out.writable,
+            vec![Segment {
+                addr: GuestAddress(BUF),
+                len: 1
+            }]
+        );
+        assert_eq!(
+            run(&m, 3).unwrap_err(),
+            ChainError::NextOutOfRange { next: 3, size: 3 }
+        );
+    }
+
+    #[test]
+    fn readable_after_writable_even_when_empty() {
+        let m = mem();
+        put(
+            &m,
+            TABLE,
+            0,
+            BUF,
+            1,
+            VRING_DESC_F_WRITE | VRING_DESC_F_NEXT,
+            1,
+        );
+        put(&m, TABLE, 1, BUF, 0, 0, 0);
+        assert_eq!(run(&m, 2).unwrap_err(), ChainError::ReadableAfterWritable);
+    }
+
+    #[test]
+    fn buffers_must_stay_inside_a_region() {
+        let m = GuestMemoryMmap::<()>::from_ranges(&[
+            (GuestAddress(0), 1 << 20),
+            (GuestAddress(1 << 20), 1 << 20),
+        ])
+        .unwrap();
+        assert!(check_buffer(&m, GuestAddress((1 << 20) - 16), 16).is_ok());
+        assert!(check_buffer(&m, GuestAddress((1 << 20) - 16), 17).is_err());
+        assert!(check_buffer(&m, GuestAddress(2 << 20), 1).is_err());
+        assert!(check_buffer(&m, GuestAddress(u64::MAX), u32::MAX).is_err());
+    }
+
+    #[test]
+    fn head_outside_the_table() {
+        let m = mem();
+        let mut out = ChainBuffers::default();
+        assert_eq!(
+            walk(&m, GuestAddress(TABLE), 8, 8, true, &mut out).unwrap_err(),
+            ChainError::HeadOutOfRange { head: 8, size: 8 }
+        );
+        // A table that is not in guest memory.
+        assert!(matches!(
+            walk(&m, GuestAddress(64 << 20), 8, 0, true, &mut out).unwrap_err(),
+            ChainError::TableUnreadable { index: 0, .. }
+        ));
     }
 }

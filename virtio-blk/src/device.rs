@@ -2,12 +2,12 @@
 //! and reset, as a transport (virtio-pci or virtio-mmio) drives them.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use vhd::{DiskImage, Format, ImageType};
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::{GuestAddress, GuestMemoryBackend};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use crate::chain::{ChainBuffers, walk};
 use crate::config::{
@@ -20,6 +20,9 @@ use crate::{Error, Result};
 
 /// virtio device ID of a block device.
 pub const DEVICE_TYPE_BLOCK: u32 = 2;
+
+/// `VRING_AVAIL_F_NO_INTERRUPT`.
+const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
 
 /// Largest queue size the split ring allows.
 const MAX_QUEUE_SIZE: u16 = 32768;
@@ -229,6 +232,9 @@ impl<M: GuestMemoryBackend + Send + Sync> Block<M> {
     /// (the transport then leaves FEATURES_OK clear) legacy drivers and bits
     /// the device did not offer.
     pub fn negotiate(&self, driver_features: u64) -> Result<u64> {
+        if self.is_active() {
+            return Err(Error::AlreadyActive);
+        }
         if driver_features & F_VERSION_1 == 0 {
             return Err(Error::LegacyDriver {
                 features: driver_features,
@@ -441,12 +447,12 @@ impl<M: GuestMemoryBackend + Send + Sync> Worker<M> {
         // be read.
         let mut empty_rounds = 0u32;
         loop {
-            if event_idx {
-                let mem = &*self.mem;
-                self.queue
-                    .disable_notification(mem)
-                    .map_err(|e| self.queue_error(e))?;
-            }
+            // No kicks while the device is busy: through avail_event with
+            // EVENT_IDX, the used ring's NO_NOTIFY flag without.
+            let mem = &*self.mem;
+            self.queue
+                .disable_notification(mem)
+                .map_err(|e| self.queue_error(e))?;
             let mut served = 0u32;
             loop {
                 self.take_heads()?;
@@ -463,9 +469,6 @@ impl<M: GuestMemoryBackend + Send + Sync> Worker<M> {
                         added += 1;
                     }
                 }
-            }
-            if !event_idx {
-                break;
             }
             let mem = &*self.mem;
             let more = self
@@ -485,16 +488,31 @@ impl<M: GuestMemoryBackend + Send + Sync> Worker<M> {
             }
         }
         if added > 0 {
-            let mem = &*self.mem;
-            let notify = self
-                .queue
-                .needs_notification(mem)
-                .map_err(|e| self.queue_error(e))?;
+            let notify = if event_idx {
+                let mem = &*self.mem;
+                self.queue
+                    .needs_notification(mem)
+                    .map_err(|e| self.queue_error(e))?
+            } else {
+                !self.driver_suppressed_interrupts()?
+            };
             if notify {
                 self.interrupt.signal_used_queue(self.index);
             }
         }
         Ok(())
+    }
+
+    /// Without EVENT_IDX: whether the driver set VRING_AVAIL_F_NO_INTERRUPT
+    /// (virtio 1.2, 2.7.10: the device should then not interrupt).
+    fn driver_suppressed_interrupts(&self) -> Result<bool> {
+        // The used index must be visible before the flag is read.
+        fence(Ordering::SeqCst);
+        let flags: u16 = self
+            .mem
+            .load(GuestAddress(self.queue.avail_ring()), Ordering::Acquire)
+            .map_err(|e| self.queue_error(virtio_queue::Error::GuestMemory(e)))?;
+        Ok(u16::from_le(flags) & VRING_AVAIL_F_NO_INTERRUPT != 0)
     }
 
     /// Serves the chain at `head`; returns whether it went to the used ring.

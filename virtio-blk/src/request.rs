@@ -384,8 +384,14 @@ fn settle(ctx: &Context<'_>) -> Result<(), RequestError> {
     Ok(())
 }
 
-/// Joins segments that are adjacent in guest memory and in one region, so
-/// that a buffer the guest split into pages costs one image call.
+/// Largest buffer handed to the image in one call when joining segments:
+/// large enough that joining pays, small enough that an image never sees a
+/// guest-sized buffer (a request may carry seg_max * size_max bytes).
+const MAX_JOINED: u32 = 4 << 20;
+
+/// Joins segments that are adjacent in guest memory and in one region, up
+/// to [`MAX_JOINED`] bytes, so that a buffer the guest split into pages
+/// costs one image call.
 fn coalesce<M: GuestMemoryBackend>(
     mem: &M,
     segs: &[Segment],
@@ -401,6 +407,7 @@ fn coalesce<M: GuestMemoryBackend>(
             .checked_add(u64::from(cur.len))
             .filter(|end| *end == next.addr)
             .and_then(|_| cur.len.checked_add(next.len))
+            .filter(|&len| len <= MAX_JOINED)
             .filter(|&len| check_buffer(mem, cur.addr, len).is_ok());
         match joined {
             Some(len) => cur.len = len,
@@ -611,6 +618,45 @@ mod tests {
         let mut r = vec![seg(0x1000, 16)];
         drop_prefix(&mut r, 16);
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn adjacent_segments_are_joined_up_to_a_limit() {
+        use vm_memory::GuestMemoryMmap;
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[
+            (GuestAddress(0), 16 << 20),
+            (GuestAddress(16 << 20), 16 << 20),
+        ])
+        .unwrap();
+        let calls = |segs: &[Segment]| {
+            let mut v = Vec::new();
+            coalesce(&mem, segs, |s| {
+                v.push((s.addr.0, s.len));
+                Ok(())
+            })
+            .unwrap();
+            v
+        };
+        let pages: Vec<Segment> = (0..4).map(|i| seg(0x10_0000 + i * 4096, 4096)).collect();
+        assert_eq!(calls(&pages), vec![(0x10_0000, 16384)]);
+        // A gap, and a region boundary, split.
+        assert_eq!(
+            calls(&[seg(0x1000, 512), seg(0x1400, 512)]),
+            vec![(0x1000, 512), (0x1400, 512)]
+        );
+        let edge = (16 << 20) - 4096;
+        assert_eq!(
+            calls(&[seg(edge, 4096), seg(16 << 20, 4096)]),
+            vec![(edge, 4096), (16 << 20, 4096)]
+        );
+        // 8 MiB of adjacent 1 MiB segments: two calls of 4 MiB.
+        let big: Vec<Segment> = (0..8)
+            .map(|i| seg(0x20_0000 + i * (1 << 20), 1 << 20))
+            .collect();
+        assert_eq!(
+            calls(&big),
+            vec![(0x20_0000, 4 << 20), (0x60_0000, 4 << 20)]
+        );
     }
 
     #[test]

@@ -270,6 +270,31 @@ fn indirect_tables_malformed() {
 }
 
 #[test]
+fn indirect_table_across_regions_is_served() {
+    // Legal: the table is contiguous in guest-physical memory, only the
+    // host mappings differ.
+    let (mut rig, _spy, _dir) = rig();
+    let d = rig.d();
+    let h = d.place_header(T_IN, 0);
+    let data = d.alloc(512);
+    let s = d.place_status();
+    let table = REGION - 16;
+    d.put_desc(table, 0, h, 16, F_NEXT, 1);
+    d.put_desc(table, 1, data, 512, F_NEXT | F_WRITE, 2);
+    d.put_desc(table, 2, s, 1, F_WRITE, 0);
+    let head = d.take_descs(1)[0];
+    d.put_desc(d.desc_table, head, table, 48, F_INDIRECT, 0);
+    d.push_avail(head);
+    assert_eq!(
+        rig.complete(head, s),
+        Done {
+            status: S_OK,
+            used_len: 513
+        }
+    );
+}
+
+#[test]
 fn indirect_without_negotiation() {
     let dir = tempfile::tempdir().unwrap();
     let image = raw_image(dir.path(), DISK);

@@ -86,6 +86,21 @@ fn without_event_idx_one_interrupt_per_batch() {
     // Nothing new: no interrupt.
     rig.dev.process_queue(0).unwrap();
     assert_eq!(irqs(&rig), 1);
+    // The device asked for no kicks while busy, and asks again once idle.
+    let used = rig.d().used;
+    let used_flags = rig.d().read(used, 2)[0];
+    assert_eq!(used_flags & 1, 0, "notifications enabled when idle");
+    // VRING_AVAIL_F_NO_INTERRUPT: completions without an interrupt.
+    let avail = rig.d().avail;
+    rig.d().write(avail, &1u16.to_le_bytes());
+    submit_write(rig.d(), 0, &[4u8; 512]);
+    rig.dev.process_queue(0).unwrap();
+    assert_eq!(rig.d().used_idx(), 6);
+    assert_eq!(irqs(&rig), 1, "driver suppressed the interrupt");
+    rig.d().write(avail, &0u16.to_le_bytes());
+    submit_write(rig.d(), 0, &[4u8; 512]);
+    rig.dev.process_queue(0).unwrap();
+    assert_eq!(irqs(&rig), 2);
 }
 
 #[test]
@@ -219,4 +234,36 @@ fn fewer_queues_than_offered() {
         dev.process_queue(3),
         Err(Error::NotActive { index: 3 })
     ));
+}
+
+#[test]
+fn reset_while_a_queue_is_being_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rig = Rig::with_image(raw_image(dir.path(), DISK));
+    let dev = &rig.dev;
+    let d = &mut rig.drivers[0];
+    std::thread::scope(|scope| {
+        let worker = scope.spawn(move || {
+            let mut served = 0u32;
+            loop {
+                for i in 0..32 {
+                    submit_write(d, i * 8, &[6u8; 4096]);
+                }
+                match dev.process_queue(0) {
+                    Ok(()) => {
+                        while d.pop_used().is_some() {
+                            served += 1;
+                        }
+                    }
+                    Err(Error::NotActive { index: 0 }) => return served,
+                    Err(e) => panic!("unexpected error: {e}"),
+                }
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        dev.reset();
+        let served = worker.join().unwrap();
+        assert!(served > 0, "requests were served before the reset");
+    });
+    assert!(!rig.dev.is_active());
 }

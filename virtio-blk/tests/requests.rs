@@ -395,6 +395,19 @@ fn read_only_device_refuses_writes_without_touching_the_image() {
     let (r, back) = rig.read(0, 512);
     assert_eq!(r.status, S_OK);
     assert_eq!(back, vec![0u8; 512]);
+    assert_eq!(
+        rig.bare(T_FLUSH, 0).status,
+        S_OK,
+        "flushing a read-only disk is a no-op"
+    );
+    for kind in [T_DISCARD, T_WRITE_ZEROES] {
+        assert_eq!(
+            rig.ranges(kind, &[range(0, 8, 0)]).status,
+            S_UNSUPP,
+            "not offered"
+        );
+    }
+    spy.take();
     // The read-only option on a writable image.
     let opts = BlockOptions {
         read_only: true,
@@ -581,6 +594,10 @@ fn reset_stops_the_queues_and_allows_reactivation() {
     let dir = tempfile::tempdir().unwrap();
     let mut rig = Rig::with_image(raw_image(dir.path(), DISK));
     rig.assert_healthy();
+    assert!(matches!(
+        rig.dev.negotiate(rig.dev.features()),
+        Err(virtio_blk::Error::AlreadyActive)
+    ));
     rig.dev.reset();
     assert!(!rig.dev.is_active());
     assert_eq!(rig.dev.negotiated_features(), 0);
@@ -687,4 +704,39 @@ fn sector_sizes_reach_the_guest() {
         assert_eq!(back, data);
         assert_eq!(rig.read(8, 4096).1, data);
     }
+}
+
+#[test]
+fn config_reflects_each_backend() {
+    each_backend(|b, image| {
+        let rig = Rig::with_image(image.clone());
+        assert_eq!(
+            config_u32(&rig.dev, 20),
+            b.logical_sector_size,
+            "{}: blk_size",
+            b.name
+        );
+        assert_eq!(config_u32(&rig.dev, 20), image.logical_sector_size());
+        let mut topo = [0u8; 1];
+        rig.dev.read_config(24, &mut topo);
+        let ratio = image.physical_sector_size() / image.logical_sector_size();
+        assert_eq!(
+            1u32 << topo[0],
+            ratio.max(1),
+            "{}: physical_block_exp",
+            b.name
+        );
+        let mut unmap = [9u8];
+        rig.dev.read_config(56, &mut unmap);
+        let fixed_vhd = b.format == vhd::Format::Vhd && b.image_type == vhd::ImageType::Fixed;
+        assert_eq!(
+            unmap[0],
+            u8::from(!fixed_vhd),
+            "{}: write_zeroes_may_unmap",
+            b.name
+        );
+        let mut cap = [0u8; 8];
+        rig.dev.read_config(0, &mut cap);
+        assert_eq!(u64::from_le_bytes(cap), DISK / 512, "{}", b.name);
+    });
 }

@@ -160,6 +160,8 @@ pub struct PackageReader {
     finished_chunks: HashMap<String, u32>,
     root: Option<String>,
     ended: bool,
+    /// The tar source reads a file at `path` from its start.
+    from_file: bool,
 }
 
 impl PackageReader {
@@ -186,6 +188,7 @@ impl PackageReader {
         })?;
         let mut reader = Self::ova(io::BufReader::with_capacity(1 << 20, file), options);
         reader.path = path.to_path_buf();
+        reader.from_file = true;
         Ok(reader)
     }
 
@@ -225,6 +228,7 @@ impl PackageReader {
             finished_chunks: HashMap::new(),
             root: None,
             ended: false,
+            from_file: false,
         }
     }
 
@@ -384,6 +388,13 @@ impl PackageReader {
                         self.ended = true;
                         return Ok(None);
                     };
+                    // `tar -cf x.ova .` starts with a `./` directory entry:
+                    // the archive root itself, nothing to check or record.
+                    if entry.kind == EntryKind::Directory
+                        && entry.name.split('/').all(|c| c.is_empty() || c == ".")
+                    {
+                        continue;
+                    }
                     let name = normalize_member_name(&entry.name)?;
                     match entry.kind {
                         EntryKind::File => break (name, entry.size),
@@ -508,17 +519,19 @@ impl PackageReader {
                 limit: self.options.metadata_limit,
             });
         }
-        let mut data = vec![0u8; usize::try_from(size).unwrap_or(usize::MAX)];
-        let mut done = 0;
-        while done < data.len() {
-            match self.read_current(&mut data[done..]) {
+        // Grown as bytes arrive, so a header that lies about the size of a
+        // truncated member costs no more memory than the bytes present.
+        let mut data = Vec::new();
+        let mut chunk = vec![0u8; 64 << 10];
+        while (data.len() as u64) < size {
+            match self.read_current(&mut chunk) {
                 Ok(0) => {
                     return Err(PackageError::Truncated {
                         what: format!("member {name:?}"),
                         offset: 0,
                     });
                 }
-                Ok(n) => done += n,
+                Ok(n) => data.extend_from_slice(&chunk[..n]),
                 Err(e) => return Err(PackageError::from_io(e, "reading", &self.path)),
             }
         }
@@ -557,6 +570,23 @@ impl PackageReader {
     /// The index of the current member.
     pub(crate) fn current_index(&self) -> Option<usize> {
         self.current.as_ref().map(|c| c.index)
+    }
+
+    /// Where the current member's bytes can be read with random access: for
+    /// an OVA opened from a file, that file and the byte offset of the
+    /// member's data in it; for a directory package, the member's own file
+    /// at offset 0. `None` for an OVA read from a stream.
+    pub fn current_location(&self) -> Option<(PathBuf, u64)> {
+        let cur = self.current.as_ref()?;
+        let m = &self.members[cur.index];
+        match &self.source {
+            Source::Tar(t) if self.from_file => {
+                let consumed = m.size.checked_sub(t.remaining())?;
+                Some((self.path.clone(), t.position().checked_sub(consumed)?))
+            }
+            Source::Tar(_) => None,
+            Source::Dir(_) => Some((self.path.join(&m.name), 0)),
+        }
     }
 
     /// Joins the package root and a relative name.

@@ -11,8 +11,10 @@ use super::reader::{MemberRole, PackageContents};
 /// How strictly to verify.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct VerifyOptions {
-    /// Report problems as warnings instead of failing. A bad signature is
-    /// still reported in [`Verification::signature`].
+    /// Report manifest problems (digest mismatch, missing entry, missing
+    /// file, no descriptor, unparsable manifest) as warnings instead of
+    /// failing. A signature that is present but does not verify is still
+    /// an error: a package that claims a signer and lies is refused.
     pub no_verify: bool,
     /// A package without a manifest is a problem (otherwise it is noted as
     /// a warning).
@@ -77,7 +79,8 @@ impl Verification {
 
 /// Verifies a package read to its end. Returns
 /// [`PackageError::Verification`] listing every problem unless
-/// `options.no_verify`, in which case problems come back as warnings.
+/// `options.no_verify`, in which case manifest problems come back as
+/// warnings (a bad signature still fails).
 pub fn verify(contents: &PackageContents, options: &VerifyOptions) -> Result<Verification> {
     let mut v = Verification {
         manifest: contents.manifest.as_ref().map(|(n, _)| n.clone()),
@@ -139,17 +142,16 @@ pub fn verify(contents: &PackageContents, options: &VerifyOptions) -> Result<Ver
         check_entries(contents, manifest, &relative, &mut v);
     }
 
+    if options.no_verify {
+        let problems = std::mem::take(&mut v.problems);
+        v.warnings.extend(problems);
+    }
     v.signature = check_signature(contents, &mut v);
 
     if !v.problems.is_empty() {
-        if options.no_verify {
-            let problems = std::mem::take(&mut v.problems);
-            v.warnings.extend(problems);
-        } else {
-            return Err(PackageError::Verification {
-                problems: v.problems,
-            });
-        }
+        return Err(PackageError::Verification {
+            problems: v.problems,
+        });
     }
     Ok(v)
 }

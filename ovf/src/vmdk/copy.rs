@@ -9,6 +9,9 @@ use super::error::{Result, VmdkError};
 use super::reader::StreamReader;
 use super::writer::{StreamWriter, WriterOptions};
 
+/// Largest write issued to the target.
+const RUN_LIMIT: usize = 4 << 20;
+
 /// Options of [`copy_vmdk_stream_to`].
 #[derive(Debug, Clone, Copy)]
 pub struct CopyOptions {
@@ -79,25 +82,43 @@ pub fn copy_vmdk_stream_to(
         }
         Ok(())
     };
+    // Consecutive data grains are gathered into one write of up to
+    // `RUN_LIMIT` bytes.
+    let mut run: Vec<u8> = Vec::with_capacity(RUN_LIMIT);
+    let mut run_start = 0u64;
+    let flush_run = |run: &mut Vec<u8>, start: u64| -> Result<()> {
+        if !run.is_empty() {
+            target.write_at(run, start).map_err(VmdkError::Target)?;
+            run.clear();
+        }
+        Ok(())
+    };
     while let Some(grain) = stream.next_grain()? {
         fill_gap(covered, grain.offset, &mut stats)?;
         let len = grain.data.len() as u64;
         stats.grains += 1;
         if grain.data.iter().all(|&b| b == 0) {
             stats.zero_grains += 1;
+            flush_run(&mut run, run_start)?;
             if !zeroed {
                 target
                     .write_zeroes(grain.offset, len)
                     .map_err(VmdkError::Target)?;
             }
         } else {
-            target
-                .write_at(grain.data, grain.offset)
-                .map_err(VmdkError::Target)?;
+            let contiguous = run_start + run.len() as u64 == grain.offset;
+            if !contiguous || run.len() + grain.data.len() > RUN_LIMIT {
+                flush_run(&mut run, run_start)?;
+            }
+            if run.is_empty() {
+                run_start = grain.offset;
+            }
+            run.extend_from_slice(grain.data);
             stats.data_bytes += len;
         }
         covered = grain.offset + len;
     }
+    flush_run(&mut run, run_start)?;
     fill_gap(covered, capacity, &mut stats)?;
     stats.compressed_bytes = stream.compressed_bytes();
     if options.flush {

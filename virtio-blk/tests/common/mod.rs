@@ -564,12 +564,61 @@ pub const BACKENDS: &[Backend] = &[
         image_type: ImageType::Fixed,
         logical_sector_size: 512,
     },
+    Backend {
+        name: "vhd-fixed",
+        format: Format::Vhd,
+        image_type: ImageType::Fixed,
+        logical_sector_size: 512,
+    },
+    Backend {
+        name: "vhd-dynamic",
+        format: Format::Vhd,
+        image_type: ImageType::Dynamic,
+        logical_sector_size: 512,
+    },
+    Backend {
+        name: "vhdx-dynamic",
+        format: Format::Vhdx,
+        image_type: ImageType::Dynamic,
+        logical_sector_size: 512,
+    },
+    Backend {
+        name: "vhdx-fixed",
+        format: Format::Vhdx,
+        image_type: ImageType::Fixed,
+        logical_sector_size: 512,
+    },
+    Backend {
+        name: "vhdx-4k",
+        format: Format::Vhdx,
+        image_type: ImageType::Dynamic,
+        logical_sector_size: 4096,
+    },
+    Backend {
+        name: "vhd-differencing",
+        format: Format::Vhd,
+        image_type: ImageType::Differencing,
+        logical_sector_size: 512,
+    },
+    Backend {
+        name: "vhdx-differencing",
+        format: Format::Vhdx,
+        image_type: ImageType::Differencing,
+        logical_sector_size: 512,
+    },
 ];
 
-/// Creates a fresh image of `size` bytes for `backend` in `dir`.
+/// Creates a fresh image of `size` bytes for `backend` in `dir` (a
+/// differencing image over a new, empty dynamic parent).
 pub fn make_image(dir: &Path, backend: &Backend, size: u64) -> Arc<dyn DiskImage> {
     let path = dir.join(format!("disk-{}", backend.name));
     let mut opts = CreateOptions::new(backend.format, backend.image_type, size);
+    if backend.image_type == ImageType::Differencing {
+        let parent = dir.join(format!("parent-{}", backend.name));
+        let popts = CreateOptions::new(backend.format, ImageType::Dynamic, size);
+        drop(vhd::create(&parent, &popts).expect("creating the parent"));
+        opts = CreateOptions::differencing(backend.format, &parent);
+    }
     opts.logical_sector_size = backend.logical_sector_size;
     let image = vhd::create(&path, &opts)
         .unwrap_or_else(|e| panic!("creating a {} image: {e}", backend.name));
