@@ -28,7 +28,6 @@ pub fn human_size(bytes: u64) -> String {
     }
 }
 
-#[allow(dead_code)] // used by disk create and resize
 /// Parses a size with an optional binary suffix: 512, 64K, 10M, 2G, 1T.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();

@@ -4,5 +4,6 @@
 #![deny(missing_docs)]
 
 pub mod descriptor;
+pub mod import;
 pub mod package;
 pub mod vmdk;

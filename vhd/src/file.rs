@@ -14,6 +14,9 @@ pub struct ImageFile {
     file: File,
     path: PathBuf,
     observer: Option<Arc<dyn IoObserver>>,
+    /// A read-only window (start, length) of the file that holds the image,
+    /// e.g. a member inside an OVA; `None` for the whole file.
+    window: Option<(u64, u64)>,
 }
 
 impl std::fmt::Debug for ImageFile {
@@ -21,6 +24,7 @@ impl std::fmt::Debug for ImageFile {
         f.debug_struct("ImageFile")
             .field("path", &self.path)
             .field("observed", &self.observer.is_some())
+            .field("window", &self.window)
             .finish()
     }
 }
@@ -47,6 +51,38 @@ impl ImageFile {
             file,
             path: path.to_path_buf(),
             observer: None,
+            window: None,
+        }
+    }
+
+    /// Wraps `len` bytes of `file` starting at `start` as a read-only image
+    /// file (an image stored inside another file, such as an OVA member).
+    /// Offsets are relative to `start`; every write fails with
+    /// [`Error::ReadOnly`].
+    pub fn window(file: File, path: &Path, start: u64, len: u64) -> Result<Self> {
+        if start.checked_add(len).is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "window of {len} bytes at {start} overflows"
+            )));
+        }
+        Ok(ImageFile {
+            file,
+            path: path.to_path_buf(),
+            observer: None,
+            window: Some((start, len)),
+        })
+    }
+
+    /// Whether this is a read-only window of a larger file.
+    pub fn is_window(&self) -> bool {
+        self.window.is_some()
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.window.is_some() {
+            Err(Error::ReadOnly)
+        } else {
+            Ok(())
         }
     }
 
@@ -56,6 +92,7 @@ impl ImageFile {
             file,
             path: path.to_path_buf(),
             observer: Some(observer),
+            window: None,
         }
     }
 
@@ -72,6 +109,17 @@ impl ImageFile {
     /// Reads exactly `buf.len()` bytes at `offset`. A file that ends early
     /// gives an I/O error of kind `UnexpectedEof`.
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let mut offset = offset;
+        if let Some((start, len)) = self.window {
+            if offset
+                .checked_add(buf.len() as u64)
+                .is_none_or(|end| end > len)
+            {
+                let e = io::Error::from(io::ErrorKind::UnexpectedEof);
+                return Err(Error::io("reading", &self.path, e));
+            }
+            offset += start;
+        }
         self.file
             .read_exact_at(buf, offset)
             .map_err(|e| Error::io("reading", &self.path, e))
@@ -80,10 +128,20 @@ impl ImageFile {
     /// Reads up to `buf.len()` bytes at `offset`, zero-filling whatever lies
     /// past the end of the file. Returns how many bytes came from the file.
     pub fn read_at_zero_fill(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        let (base, limit) = match self.window {
+            Some((start, len)) => {
+                let avail = len.saturating_sub(offset);
+                (
+                    start,
+                    usize::try_from(avail).map_or(buf.len(), |a| a.min(buf.len())),
+                )
+            }
+            None => (0, buf.len()),
+        };
         let mut done = 0;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            match self.file.read_at(&mut buf[done..], pos) {
+        while done < limit {
+            let pos = base + offset + done as u64;
+            match self.file.read_at(&mut buf[done..limit], pos) {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -96,6 +154,7 @@ impl ImageFile {
 
     /// Writes all of `buf` at `offset`.
     pub fn write_all_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        self.writable()?;
         self.file
             .write_all_at(buf, offset)
             .map_err(|e| Error::io("writing", &self.path, e))?;
@@ -107,6 +166,9 @@ impl ImageFile {
 
     /// Makes written data durable (fdatasync).
     pub fn sync_data(&self) -> Result<()> {
+        if self.window.is_some() {
+            return Ok(());
+        }
         self.file
             .sync_data()
             .map_err(|e| Error::io("flushing", &self.path, e))?;
@@ -118,6 +180,9 @@ impl ImageFile {
 
     /// Current length of the file.
     pub fn len(&self) -> Result<u64> {
+        if let Some((_, len)) = self.window {
+            return Ok(len);
+        }
         self.file
             .metadata()
             .map(|m| m.len())
@@ -131,6 +196,7 @@ impl ImageFile {
 
     /// Sets the length of the file.
     pub fn set_len(&self, len: u64) -> Result<()> {
+        self.writable()?;
         self.file
             .set_len(len)
             .map_err(|e| Error::io("resizing", &self.path, e))?;
@@ -158,6 +224,7 @@ impl ImageFile {
     /// keeping the file size. Falls back to writing zeros where the file
     /// system cannot punch holes.
     pub fn punch_hole(&self, offset: u64, len: u64) -> Result<()> {
+        self.writable()?;
         use rustix::fs::{FallocateFlags, fallocate};
         match fallocate(
             &self.file,
@@ -179,6 +246,7 @@ impl ImageFile {
     /// Makes `len` bytes at `offset` read as zeros, allocated, keeping the
     /// file size where the range is inside it.
     pub fn zero_range(&self, offset: u64, len: u64) -> Result<()> {
+        self.writable()?;
         use rustix::fs::{FallocateFlags, fallocate};
         match fallocate(&self.file, FallocateFlags::ZERO_RANGE, offset, len) {
             Ok(()) => {
@@ -200,6 +268,7 @@ impl ImageFile {
 
     /// Preallocates `len` bytes at `offset` (extending the file).
     pub fn allocate(&self, offset: u64, len: u64) -> Result<()> {
+        self.writable()?;
         use rustix::fs::{FallocateFlags, fallocate};
         match fallocate(&self.file, FallocateFlags::empty(), offset, len) {
             Ok(()) => Ok(()),
@@ -221,6 +290,20 @@ impl ImageFile {
     /// hole follows. Falls back to "all data" where the file system cannot
     /// tell.
     pub fn next_data(&self, offset: u64) -> Result<Option<(u64, u64)>> {
+        if let Some((start, len)) = self.window {
+            if offset >= len {
+                return Ok(None);
+            }
+            let found = self.next_data_raw(start + offset)?;
+            return Ok(found.and_then(|(d, h)| {
+                let (d, h) = (d.saturating_sub(start), h.saturating_sub(start).min(len));
+                (d < len).then_some((d.max(offset), h))
+            }));
+        }
+        self.next_data_raw(offset)
+    }
+
+    fn next_data_raw(&self, offset: u64) -> Result<Option<(u64, u64)>> {
         use rustix::fs::{SeekFrom, seek};
         let data = match seek(&self.file, SeekFrom::Data(offset)) {
             Ok(d) => d,

@@ -30,6 +30,7 @@ mod file;
 pub mod formats;
 mod image;
 mod open;
+pub mod ops;
 
 pub use check::{CheckReport, Finding, Severity};
 pub use error::{Error, ErrorKind, Result};
@@ -43,5 +44,5 @@ pub use image::{
 pub(crate) use open::open_file;
 pub use open::{
     ChainContext, CreateOptions, DEFAULT_MAX_CHAIN_DEPTH, Image, OpenOptions, check, create,
-    detect, open, open_parent,
+    detect, open, open_parent, open_window,
 };

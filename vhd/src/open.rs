@@ -150,15 +150,23 @@ pub(crate) fn open_file(path: &Path, read_only: bool) -> Result<ImageFile> {
 
 fn lock_exclusive(file: &ImageFile) -> Result<()> {
     use rustix::fs::{FlockOperation, flock};
-    match flock(file.file(), FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(()),
-        Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::io(
-            "locking (another process has it open for writing)",
-            file.path(),
-            std::io::Error::from(std::io::ErrorKind::WouldBlock),
-        )),
-        Err(e) => Err(Error::io("locking", file.path(), e.into())),
+    // A lock can outlive its holder's close for a moment when another
+    // thread forks (the child shares the descriptor until it execs), so a
+    // busy lock is retried briefly before it is reported.
+    for _ in 0..50 {
+        match flock(file.file(), FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                std::thread::sleep(std::time::Duration::from_millis(4))
+            }
+            Err(e) => return Err(Error::io("locking", file.path(), e.into())),
+        }
     }
+    Err(Error::io(
+        "locking (another process has it open for writing)",
+        file.path(),
+        std::io::Error::from(std::io::ErrorKind::WouldBlock),
+    ))
 }
 
 /// Detects the format of an open file from its content: VHDX by the
@@ -189,6 +197,42 @@ pub fn detect(file: &ImageFile) -> Result<Format> {
         }
     }
     Ok(Format::Raw)
+}
+
+/// Opens, read-only, an image stored as `len` bytes at `start` inside the
+/// file at `path` (for example a disk member of an OVA package), detecting
+/// its format from its content. Differencing images are opened only if
+/// `options` allows their parents' directories.
+pub fn open_window(path: &Path, start: u64, len: u64, options: &OpenOptions) -> Result<Image> {
+    let file = FsOpenOptions::new()
+        .read(true)
+        .open(path)
+        .map_err(|e| Error::io("opening", path, e))?;
+    let file = ImageFile::window(file, path, start, len)?;
+    let mut allowed_dirs = Vec::new();
+    for d in options.allowed_parent_dirs.iter().flatten() {
+        if let Ok(c) = d.canonicalize() {
+            allowed_dirs.push(c);
+        }
+    }
+    let options = OpenOptions {
+        read_only: true,
+        ..options.clone()
+    };
+    let ctx = ChainContext {
+        depth: 1,
+        allowed_dirs,
+        options: options.clone(),
+    };
+    let format = match options.format {
+        Some(f) => f,
+        None => detect(&file)?,
+    };
+    Ok(match format {
+        Format::Raw => Image::Raw(RawImage::from_file(file, true)?),
+        Format::Vhd => Image::Vhd(VhdImage::open(file, true, &ctx)?),
+        Format::Vhdx => Image::Vhdx(VhdxImage::open(file, true, &ctx)?),
+    })
 }
 
 /// Opens the image at `path`, detecting its format from its content.

@@ -1,0 +1,47 @@
+//! `vmimport disk commit`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use vhd::OpenOptions;
+
+use super::{fail, progress_bar};
+
+/// Arguments of `disk commit`.
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    /// Show a progress bar on a terminal.
+    #[arg(long, short = 'p')]
+    progress: bool,
+    /// The differencing image whose data goes into its parent.
+    child: PathBuf,
+}
+
+pub fn run(a: CommitArgs) -> ExitCode {
+    let bar = progress_bar(a.progress, "committing");
+    let report = |done: u64, total: u64| {
+        if let Some(b) = &bar {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    };
+    let r = vhd::ops::commit(&a.child, &OpenOptions::default(), Some(&report));
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    match r {
+        Ok(s) => {
+            println!(
+                "committed {} into {}: {} bytes copied, {} zeroed; {} is now empty",
+                a.child.display(),
+                s.parent.display(),
+                s.bytes_copied,
+                s.bytes_zeroed,
+                a.child.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format_args!("cannot commit {}: {e}", a.child.display())),
+    }
+}

@@ -1,0 +1,96 @@
+//! `vmimport disk convert`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use vhd::ops::ConvertOptions;
+use vhd::{CreateOptions, DiskImage, Format, ImageType, OpenOptions};
+
+use super::{FormatArg, TypeArg, fail, progress_bar};
+use crate::output::{OutputFormat, parse_size};
+
+/// Arguments of `disk convert`.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// Output format (default: vhdx).
+    #[arg(long, short = 'O', value_enum, default_value = "vhdx")]
+    format: FormatArg,
+    /// Output type: fixed or dynamic (default: dynamic).
+    #[arg(long = "type", short = 't', value_enum, default_value = "dynamic")]
+    image_type: TypeArg,
+    /// Output block size (e.g. 2M, 32M).
+    #[arg(long, value_parser = parse_size)]
+    block_size: Option<u64>,
+    /// Output logical sector size: 512 or 4096 (default: the input's).
+    #[arg(long)]
+    logical_sector_size: Option<u32>,
+    /// Show a progress bar on a terminal.
+    #[arg(long, short = 'p')]
+    progress: bool,
+    /// How to print the summary.
+    #[arg(long, value_enum, default_value_t)]
+    output: OutputFormat,
+    /// Input image (any supported format; chains are flattened).
+    input: PathBuf,
+    /// Output image.
+    output_image: PathBuf,
+}
+
+pub fn run(a: ConvertArgs) -> ExitCode {
+    if a.image_type == TypeArg::Differencing {
+        return fail("convert flattens chains: the output cannot be a differencing image");
+    }
+    let source = match vhd::open(&a.input, &OpenOptions::read_only()) {
+        Ok(s) => s,
+        Err(e) => return fail(format_args!("cannot open {}: {e}", a.input.display())),
+    };
+    let format = Format::from(a.format);
+    let logical = a.logical_sector_size.unwrap_or(match format {
+        Format::Vhdx => source.logical_sector_size(),
+        _ => 512,
+    });
+    let mut create = CreateOptions::new(format, ImageType::from(a.image_type), 0);
+    create.block_size = a.block_size;
+    create.logical_sector_size = logical;
+    if format == Format::Vhdx {
+        create.physical_sector_size = Some(source.physical_sector_size().max(logical));
+    }
+    let bar = progress_bar(a.progress, "converting");
+    let report = |done: u64, total: u64| {
+        if let Some(b) = &bar {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    };
+    let result = vhd::ops::convert(
+        &source,
+        &a.output_image,
+        &ConvertOptions { create },
+        Some(&report),
+    );
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    match result {
+        Ok(stats) => {
+            match a.output {
+                OutputFormat::Json => {
+                    if let Err(code) = super::print_json(&stats) {
+                        return code;
+                    }
+                }
+                OutputFormat::Human => println!(
+                    "converted {} -> {}: {} bytes read, {} written, {} skipped as holes",
+                    a.input.display(),
+                    a.output_image.display(),
+                    stats.bytes_read,
+                    stats.bytes_written,
+                    stats.bytes_skipped
+                ),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format_args!("cannot convert {}: {e}", a.input.display())),
+    }
+}

@@ -1,0 +1,103 @@
+//! Looking into a package without converting anything: the descriptor's
+//! VMs, the files present, and what verification finds. Works on a
+//! descriptor alone whose disk files are absent.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{ImportError, Result, VerificationSummary};
+use crate::descriptor::{self, ApplianceDescription, MapOptions};
+use crate::package::{
+    self, MemberRole, PackageOptions, PackageReader, SignatureStatus, VerifyOptions,
+};
+
+/// A file of the package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PackageFile {
+    /// Name inside the package.
+    pub name: String,
+    /// Size in bytes as stored.
+    pub size: u64,
+}
+
+/// What a package holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    /// The package read.
+    pub package: PathBuf,
+    /// The descriptor's file name.
+    pub descriptor: String,
+    /// OVF version of the envelope's namespace ("0.9", "1.x", "2.x").
+    pub ovf_version: String,
+    /// The appliance: files, disks, networks and one description per
+    /// VirtualSystem.
+    pub appliance: ApplianceDescription,
+    /// Every file read.
+    pub files: Vec<PackageFile>,
+    /// Manifest and signature (problems reported, never fatal here).
+    pub verification: VerificationSummary,
+    /// Everything worth telling.
+    pub warnings: Vec<String>,
+}
+
+/// Reads the package at `path` and describes it. Manifest problems and
+/// missing files are reported, not fatal.
+pub fn inspect(path: &Path, configuration: Option<&str>) -> Result<Inspection> {
+    let mut reader = PackageReader::open(path, PackageOptions::default())?;
+    while reader.next_member()?.is_some() {}
+    let contents = reader.finish()?;
+    let Some((name, bytes)) = contents.descriptor.clone() else {
+        return Err(ImportError::NoDescriptor);
+    };
+    let envelope = descriptor::parse(&bytes).map_err(|source| ImportError::Descriptor {
+        name: name.clone(),
+        source,
+    })?;
+    let appliance = descriptor::describe(
+        &envelope,
+        &MapOptions {
+            configuration: configuration.map(str::to_string),
+            ..MapOptions::default()
+        },
+    )
+    .map_err(|source| ImportError::Map {
+        name: name.clone(),
+        source,
+    })?;
+    let v = package::verify(
+        &contents,
+        &VerifyOptions {
+            no_verify: true,
+            require_manifest: false,
+        },
+    )?;
+    let signature = match &v.signature {
+        SignatureStatus::Unsigned => "unsigned".to_string(),
+        SignatureStatus::Signed(s) => format!("signed by {}", s.subject),
+        SignatureStatus::Invalid(why) => format!("invalid: {why}"),
+    };
+    Ok(Inspection {
+        package: path.to_path_buf(),
+        descriptor: name,
+        ovf_version: format!("{:?}", envelope.version),
+        appliance,
+        files: contents
+            .members
+            .iter()
+            .filter(|m| m.role == MemberRole::File)
+            .map(|m| PackageFile {
+                name: m.name.clone(),
+                size: m.size,
+            })
+            .collect(),
+        verification: VerificationSummary {
+            manifest: v.manifest.clone(),
+            entries_ok: v.entries.iter().filter(|e| e.ok).count(),
+            entries: v.entries.len(),
+            signature,
+            problems: Vec::new(),
+        },
+        warnings: v.warnings.clone(),
+    })
+}

@@ -1,0 +1,160 @@
+//! Converting a streamOptimized VMDK stream into any [`vhd::DiskImage`],
+//! and writing one from a disk image.
+
+use std::io::{Read, Write};
+
+use vhd::DiskImage;
+
+use super::error::{Result, VmdkError};
+use super::reader::StreamReader;
+use super::writer::{StreamWriter, WriterOptions};
+
+/// Largest write issued to the target.
+const RUN_LIMIT: usize = 4 << 20;
+
+/// Options of [`copy_vmdk_stream_to`].
+#[derive(Debug, Clone, Copy)]
+pub struct CopyOptions {
+    /// The target reads as zeros everywhere (a newly created image): holes
+    /// and all-zero grains are then not written at all. Otherwise holes
+    /// and zero grains are written with `write_zeroes`.
+    pub target_is_zeroed: bool,
+    /// Flush the target at the end.
+    pub flush: bool,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions {
+            target_is_zeroed: true,
+            flush: true,
+        }
+    }
+}
+
+/// What a copy did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopyStats {
+    /// Capacity of the VMDK in bytes.
+    pub capacity: u64,
+    /// Grains found in the stream.
+    pub grains: u64,
+    /// Grains that held only zeros.
+    pub zero_grains: u64,
+    /// Bytes written to the target as data.
+    pub data_bytes: u64,
+    /// Bytes of the disk never written in the stream (holes).
+    pub hole_bytes: u64,
+    /// Compressed bytes read.
+    pub compressed_bytes: u64,
+}
+
+/// Reads a streamOptimized VMDK from `reader` in one pass and writes its
+/// data into `target`, which must be at least as large as the VMDK's
+/// capacity.
+pub fn copy_vmdk_stream_to(
+    reader: impl Read,
+    target: &dyn DiskImage,
+    options: &CopyOptions,
+) -> Result<CopyStats> {
+    let mut stream = StreamReader::new(reader)?;
+    let capacity = stream.capacity();
+    if target.virtual_size() < capacity {
+        return Err(VmdkError::Target(vhd::Error::InvalidArgument(format!(
+            "target of {} bytes is smaller than the vmdk capacity of {capacity} bytes",
+            target.virtual_size()
+        ))));
+    }
+    let mut stats = CopyStats {
+        capacity,
+        ..Default::default()
+    };
+    let mut covered = 0u64;
+    let zeroed = options.target_is_zeroed;
+    let fill_gap = |from: u64, to: u64, stats: &mut CopyStats| -> Result<()> {
+        if to > from {
+            stats.hole_bytes += to - from;
+            if !zeroed {
+                target
+                    .write_zeroes(from, to - from)
+                    .map_err(VmdkError::Target)?;
+            }
+        }
+        Ok(())
+    };
+    // Consecutive data grains are gathered into one write of up to
+    // `RUN_LIMIT` bytes.
+    let mut run: Vec<u8> = Vec::with_capacity(RUN_LIMIT);
+    let mut run_start = 0u64;
+    let flush_run = |run: &mut Vec<u8>, start: u64| -> Result<()> {
+        if !run.is_empty() {
+            target.write_at(run, start).map_err(VmdkError::Target)?;
+            run.clear();
+        }
+        Ok(())
+    };
+    while let Some(grain) = stream.next_grain()? {
+        fill_gap(covered, grain.offset, &mut stats)?;
+        let len = grain.data.len() as u64;
+        stats.grains += 1;
+        if grain.data.iter().all(|&b| b == 0) {
+            stats.zero_grains += 1;
+            flush_run(&mut run, run_start)?;
+            if !zeroed {
+                target
+                    .write_zeroes(grain.offset, len)
+                    .map_err(VmdkError::Target)?;
+            }
+        } else {
+            let contiguous = run_start + run.len() as u64 == grain.offset;
+            if !contiguous || run.len() + grain.data.len() > RUN_LIMIT {
+                flush_run(&mut run, run_start)?;
+            }
+            if run.is_empty() {
+                run_start = grain.offset;
+            }
+            run.extend_from_slice(grain.data);
+            stats.data_bytes += len;
+        }
+        covered = grain.offset + len;
+    }
+    flush_run(&mut run, run_start)?;
+    fill_gap(covered, capacity, &mut stats)?;
+    stats.compressed_bytes = stream.compressed_bytes();
+    if options.flush {
+        target.flush().map_err(VmdkError::Target)?;
+    }
+    Ok(stats)
+}
+
+/// Writes `source` as a streamOptimized VMDK to `out`, skipping ranges the
+/// image reports as unallocated or zero and grains that hold only zeros.
+/// The source size must be a multiple of 512.
+pub fn write_vmdk_stream_from<W: Write>(
+    source: &dyn DiskImage,
+    out: W,
+    options: WriterOptions,
+) -> Result<W> {
+    let size = source.virtual_size();
+    let mut w = StreamWriter::new(out, size, options)?;
+    let g = w.grain_size();
+    let mut buf = vec![0u8; usize::try_from(g).unwrap_or(0)];
+    let mut offset = 0u64;
+    while offset < size {
+        let len = g.min(size - offset);
+        let extent = source
+            .block_status(offset, len)
+            .map_err(VmdkError::Target)?;
+        if extent.allocation.reads_as_zero() && extent.length >= len {
+            offset += len;
+            continue;
+        }
+        let chunk = &mut buf[..usize::try_from(len).unwrap_or(0)];
+        source.read_at(chunk, offset).map_err(VmdkError::Target)?;
+        if chunk.iter().any(|&b| b != 0) {
+            w.write_grain(offset, chunk)?;
+        }
+        offset += len;
+    }
+    w.finish()
+}

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Side-by-side conversion benchmark: `vmimport disk convert` against
+# `qemu-img convert` on the same files in the same run, alternating the two
+# tools, for raw->VHDX, VHDX->VHD, VHD->raw and VHDX->VHDX.
+# The source is a 2 GiB disk, half seeded pseudo-random data, half holes
+# (16 MiB runs alternating). Wall time and peak RSS come from /usr/bin/time.
+#
+# Usage: scripts/bench-convert.sh [RUNS] [WORKDIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-3}
+work=${2:-$(mktemp -d /var/tmp/vmimport-bench.XXXXXX)}
+mkdir -p "$work"
+command -v /usr/bin/time >/dev/null || { echo "needs /usr/bin/time (apt-get install time)"; exit 1; }
+
+cargo build --release -q -p vmimport
+vmimport=$PWD/target/release/vmimport
+
+src=$work/src.raw
+if [ ! -f "$src" ]; then
+    truncate -s 2G "$src"
+    for i in $(seq 0 2 127); do
+        { openssl enc -aes-128-ctr -nosalt -pass "pass:bench-$i" -pbkdf2 -iter 1 \
+            < /dev/zero 2>/dev/null || true; } | head -c 16M |
+            dd of="$src" bs=16M seek="$i" conv=notrunc iflag=fullblock status=none
+    done
+fi
+# Inputs for the other pairs, made by qemu-img so both tools read the same files.
+[ -f "$work/src.vhdx" ] || qemu-img convert -f raw -O vhdx -o subformat=dynamic "$src" "$work/src.vhdx"
+[ -f "$work/src.vhd" ] || qemu-img convert -f raw -O vpc -o subformat=dynamic,force_size=on "$src" "$work/src.vhd"
+
+# name, input, qemu output format/options, our output format
+pairs=(
+    "raw->vhdx|$src|raw|vhdx|-o subformat=dynamic|vhdx"
+    "vhdx->vhd|$work/src.vhdx|vhdx|vpc|-o subformat=dynamic|vhd"
+    "vhd->raw|$work/src.vhd|vpc|raw||raw"
+    "vhdx->vhdx|$work/src.vhdx|vhdx|vhdx|-o subformat=dynamic|vhdx"
+)
+
+measure() { # prints "seconds maxrss_kib"
+    local out
+    sync
+    out=$( { /usr/bin/time -f "%e %M" "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -n1 )
+    echo "$out"
+}
+
+printf "| pair | vmimport s | qemu-img s | speed-up | vmimport peak RSS MiB | qemu-img peak RSS MiB |\n"
+printf "|---|---|---|---|---|---|\n"
+for p in "${pairs[@]}"; do
+    IFS='|' read -r name input qin qout qopts ours <<<"$p"
+    ts_ours=(); ts_qemu=(); rss_ours=0; rss_qemu=0
+    for r in $(seq 1 "$runs"); do
+        rm -f "$work/out.ours" "$work/out.qemu"
+        read -r t m < <(measure "$vmimport" disk convert -O "$ours" "$input" "$work/out.ours")
+        ts_ours+=("$t"); [ "$m" -gt "$rss_ours" ] && rss_ours=$m
+        # shellcheck disable=SC2086
+        read -r t m < <(measure qemu-img convert -f "$qin" -O "$qout" $qopts "$input" "$work/out.qemu")
+        ts_qemu+=("$t"); [ "$m" -gt "$rss_qemu" ] && rss_qemu=$m
+    done
+    # The two outputs must hold the same disk.
+    qemu-img compare -q "$work/out.ours" "$work/out.qemu" 2>/dev/null ||
+        "$vmimport" disk compare "$work/out.ours" "$work/out.qemu" >/dev/null ||
+        { echo "outputs differ for $name"; exit 1; }
+    med() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+    mo=$(med "${ts_ours[@]}"); mq=$(med "${ts_qemu[@]}")
+    printf "| %s | %s | %s | %.2fx | %d | %d |\n" "$name" "$mo" "$mq" \
+        "$(awk -v a="$mq" -v b="$mo" 'BEGIN { print (b > 0 ? a / b : 0) }')" $((rss_ours / 1024)) $((rss_qemu / 1024))
+done
+rm -f "$work/out.ours" "$work/out.qemu"
+echo
+echo "median of $runs runs each, alternating; files in $work"
