@@ -34,8 +34,9 @@ pub struct BootArgs {
     /// Serial console: stdio, file:PATH or null.
     #[arg(long, default_value = "stdio", value_parser = parse_serial)]
     serial: SerialConfig,
-    /// After the VM ends, print the guest memory resident in host RAM to
-    /// standard error (for measuring the VMM's own memory overhead).
+    /// After the VM ends, print to standard error when the vCPUs started
+    /// (CLOCK_MONOTONIC) and the guest memory resident in host RAM, for
+    /// measuring the VMM's own start-up time and memory overhead.
     #[arg(long)]
     stats: bool,
 }
@@ -76,9 +77,18 @@ pub fn run(args: BootArgs) -> ExitCode {
     let result = Vm::build(&config).and_then(|mut vm| {
         let exit = vm.run()?;
         if args.stats {
+            if let Some(t) = vm.vcpus_started_at() {
+                eprintln!(
+                    "vmimport boot: vcpus started at monotonic {} ns",
+                    t.as_nanos()
+                );
+            }
             match vm.guest_resident_bytes() {
                 Ok(bytes) => eprintln!("vmimport boot: guest memory resident: {bytes} bytes"),
                 Err(e) => eprintln!("vmimport boot: guest memory resident: unknown ({e})"),
+            }
+            if let Some(kib) = peak_rss_kib() {
+                eprintln!("vmimport boot: peak rss: {kib} KiB");
             }
         }
         Ok(exit)
@@ -95,6 +105,13 @@ pub fn run(args: BootArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// VmHWM of this process, from /proc/self/status.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
