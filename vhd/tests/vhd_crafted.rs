@@ -612,3 +612,32 @@ fn new_blocks_have_page_aligned_data() {
     assert_eq!(seen, 2);
     assert!(vhd::check(&p, false).unwrap().is_clean());
 }
+
+#[test]
+fn growing_twice_keeps_blocks_allocated_in_between() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("grow.vhd");
+    let img = vhd::create(
+        &p,
+        &CreateOptions::new(Format::Vhd, ImageType::Dynamic, 3 << 20),
+    )
+    .unwrap();
+    img.resize(10 << 20).unwrap();
+    img.write_at(&[0x66; 4096], 9 << 20).unwrap();
+    img.resize(20 << 20).unwrap();
+    img.write_at(&[0x67; 4096], 19 << 20).unwrap();
+    img.flush().unwrap();
+    drop(img);
+    let img = vhd::open(&p, &OpenOptions::read_only()).unwrap();
+    assert_eq!(img.virtual_size(), 20 << 20);
+    let mut b = [0u8; 4096];
+    img.read_at(&mut b, 9 << 20).unwrap();
+    assert_eq!(b, [0x66; 4096]);
+    img.read_at(&mut b, 19 << 20).unwrap();
+    assert_eq!(b, [0x67; 4096]);
+    assert!(vhd::check(&p, false).unwrap().is_clean());
+    // Beyond what the table's padding can hold: a clear error.
+    let img = vhd::open(&p, &OpenOptions::default()).unwrap();
+    let e = img.resize(1 << 40).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+}

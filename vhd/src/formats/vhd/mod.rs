@@ -102,6 +102,8 @@ struct AllocState {
     next_free: u64,
     /// Blocks whose in-memory bitmap has bits the file lacks.
     dirty: Vec<usize>,
+    /// Entries the header declares now (resize can add some).
+    table_entries: u32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -315,6 +317,7 @@ impl VhdImage {
             }
         }
         let next_free = next_free.next_multiple_of(512);
+        let table_entries = header.max_table_entries;
         // Room for growth within the table's padding (see resize).
         let capacity =
             usize::try_from((u64::from(header.max_table_entries) * 4).next_multiple_of(512) / 4)
@@ -335,6 +338,7 @@ impl VhdImage {
             alloc: Mutex::new(AllocState {
                 next_free,
                 dirty: Vec::new(),
+                table_entries,
             }),
             flush_lock: Mutex::new(()),
             parent,
