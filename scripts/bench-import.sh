@@ -36,7 +36,8 @@ fi
 
 measure() { # prints "seconds maxrss_kib"
     sync
-    { /usr/bin/time -f "%e %M" "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -n1
+    /usr/bin/time -f "%e %M" -o "$work/time.out" "$@" >/dev/null 2>&1
+    tail -n1 "$work/time.out"
 }
 pipeline() { # the two-step baseline, with the manifest check a careful user would do
     rm -rf "$work/x" && mkdir "$work/x"

@@ -8,9 +8,7 @@ use serde::Serialize;
 
 use super::{ImportError, Result, VerificationSummary};
 use crate::descriptor::{self, ApplianceDescription, MapOptions};
-use crate::package::{
-    self, MemberRole, PackageOptions, PackageReader, SignatureStatus, VerifyOptions,
-};
+use crate::package::{self, MemberRole, PackageOptions, PackageReader, VerifyOptions};
 
 /// A file of the package.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -70,11 +68,6 @@ pub fn inspect(path: &Path, configuration: Option<&str>) -> Result<Inspection> {
             require_manifest: false,
         },
     )?;
-    let signature = match &v.signature {
-        SignatureStatus::Unsigned => "unsigned".to_string(),
-        SignatureStatus::Signed(s) => format!("signed by {}", s.subject),
-        SignatureStatus::Invalid(why) => format!("invalid: {why}"),
-    };
     Ok(Inspection {
         package: path.to_path_buf(),
         descriptor: name,
@@ -88,12 +81,10 @@ pub fn inspect(path: &Path, configuration: Option<&str>) -> Result<Inspection> {
                 size: m.size,
             })
             .collect(),
+        // Problems are not fatal here: they are reported among the warnings.
         verification: VerificationSummary {
-            manifest: v.manifest.clone(),
-            entries_ok: v.entries.iter().filter(|e| e.ok).count(),
-            entries: v.entries.len(),
-            signature,
             problems: Vec::new(),
+            ..VerificationSummary::of(&v)
         },
         warnings: v.warnings.clone(),
     })

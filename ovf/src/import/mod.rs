@@ -74,6 +74,23 @@ pub struct VerificationSummary {
     pub problems: Vec<String>,
 }
 
+impl VerificationSummary {
+    /// Summarises a package verification.
+    pub fn of(v: &package::Verification) -> Self {
+        VerificationSummary {
+            manifest: v.manifest.clone(),
+            entries_ok: v.entries.iter().filter(|e| e.ok).count(),
+            entries: v.entries.len(),
+            signature: match &v.signature {
+                SignatureStatus::Unsigned => "unsigned".to_string(),
+                SignatureStatus::Signed(s) => format!("signed by {}", s.subject),
+                SignatureStatus::Invalid(why) => format!("invalid: {why}"),
+            },
+            problems: v.problems.clone(),
+        }
+    }
+}
+
 /// The result of an import.
 #[derive(Debug, Clone, Serialize)]
 pub struct ImportReport {
@@ -568,24 +585,13 @@ pub fn import(
         reason: format!("cannot write {desc_name}: {e}"),
     })?;
     outputs.done = true;
-    let signature = match &verification.signature {
-        SignatureStatus::Unsigned => "unsigned".to_string(),
-        SignatureStatus::Signed(s) => format!("signed by {}", s.subject),
-        SignatureStatus::Invalid(why) => format!("invalid: {why}"),
-    };
     Ok(ImportReport {
         package: package.to_path_buf(),
         out_dir: options.out_dir.clone(),
         descriptor: desc.name,
         appliance: desc.appliance,
         disks,
-        verification: VerificationSummary {
-            manifest: verification.manifest.clone(),
-            entries_ok: verification.entries.iter().filter(|e| e.ok).count(),
-            entries: verification.entries.len(),
-            signature,
-            problems: verification.problems.clone(),
-        },
+        verification: VerificationSummary::of(&verification),
         warnings,
     })
 }
