@@ -38,8 +38,9 @@ pub struct BootArgs {
     /// PATH[,readonly][,serial=S] (raw, VHD or VHDX; repeatable).
     #[arg(long = "disk", value_name = "PATH[,readonly][,serial=S]", value_parser = parse_disk)]
     disks: Vec<DiskConfig>,
-    /// After the VM ends, print the guest memory resident in host RAM to
-    /// standard error (for measuring the VMM's own memory overhead).
+    /// After the VM ends, print to standard error when the vCPUs started
+    /// (CLOCK_MONOTONIC) and the guest memory resident in host RAM, for
+    /// measuring the VMM's own start-up time and memory overhead.
     #[arg(long)]
     stats: bool,
 }
@@ -106,9 +107,18 @@ pub(crate) fn run_config(config: &VmConfig, stats: bool, command: &str) -> ExitC
     let result = Vm::build(config).and_then(|mut vm| {
         let exit = vm.run()?;
         if stats {
+            if let Some(t) = vm.vcpus_started_at() {
+                eprintln!(
+                    "vmimport {command}: vcpus started at monotonic {} ns",
+                    t.as_nanos()
+                );
+            }
             match vm.guest_resident_bytes() {
                 Ok(bytes) => eprintln!("vmimport {command}: guest memory resident: {bytes} bytes"),
                 Err(e) => eprintln!("vmimport {command}: guest memory resident: unknown ({e})"),
+            }
+            if let Some(kib) = peak_rss_kib() {
+                eprintln!("vmimport {command}: peak rss: {kib} KiB");
             }
         }
         Ok(exit)
@@ -125,6 +135,13 @@ pub(crate) fn run_config(config: &VmConfig, stats: bool, command: &str) -> ExitC
             ExitCode::from(1)
         }
     }
+}
+
+/// VmHWM of this process, from /proc/self/status.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {

@@ -4,6 +4,7 @@
 
 mod boot;
 mod disk;
+mod import;
 mod output;
 mod run;
 
@@ -21,6 +22,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Import an appliance (.ova, .ovf, or a directory): verify it, convert
+    /// its disks and write a VM definition. `vmimport PACKAGE` does the same.
+    Import(import::ImportArgs),
+    /// Describe an appliance without converting anything.
+    Inspect(import::InspectArgs),
     /// Inspect, create, convert and check disk images.
     #[command(subcommand)]
     Disk(disk::DiskCommand),
@@ -30,9 +36,21 @@ enum Command {
     Run(run::RunArgs),
 }
 
+/// Subcommand names; anything else in first position is a package to import.
+const SUBCOMMANDS: [&str; 7] = ["import", "inspect", "disk", "boot", "run", "help", "--help"];
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(first) = args.get(1).and_then(|a| a.to_str())
+        && !first.starts_with('-')
+        && !SUBCOMMANDS.contains(&first)
+    {
+        args.insert(1, "import".into());
+    }
+    let cli = Cli::parse_from(args);
     match cli.command {
+        Command::Import(args) => import::run_import(args),
+        Command::Inspect(args) => import::run_inspect(args),
         Command::Disk(cmd) => disk::run(cmd),
         Command::Boot(args) => boot::run(args),
         Command::Run(args) => run::run(args),

@@ -3,6 +3,7 @@
 //! kernel, devices and configured vCPUs.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config};
 use kvm_ioctls::{Kvm, VmFd};
@@ -40,6 +41,7 @@ pub struct Vm {
     _kvm: Kvm,
     mem: GuestMemoryMmap,
     boot: BootSetup,
+    started_at: Option<Duration>,
 }
 
 fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
@@ -102,6 +104,7 @@ impl Vm {
             _kvm: kvm,
             mem,
             boot,
+            started_at: None,
         })
     }
 
@@ -122,9 +125,21 @@ impl Vm {
             return Err(Error::AlreadyRan);
         }
         let vcpus = std::mem::take(&mut self.vcpus);
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        self.started_at = u64::try_from(now.tv_sec)
+            .ok()
+            .zip(u32::try_from(now.tv_nsec).ok())
+            .map(|(s, ns)| Duration::new(s, ns));
         let result = runtime::run_vcpus(vcpus);
         self.devices.flush();
         result
+    }
+
+    /// `CLOCK_MONOTONIC` time at which [`Vm::run`] started the vCPU
+    /// threads (the guest's first instruction follows within a thread
+    /// start-up), for measuring the VMM's start-up cost from outside.
+    pub fn vcpus_started_at(&self) -> Option<Duration> {
+        self.started_at
     }
 
     /// Guest memory resident in host RAM (what the loader and the guest

@@ -98,6 +98,9 @@ pub enum Error {
     /// A vCPU thread could not be started.
     #[error("cannot start the thread of vcpu {0}")]
     Thread(u8, #[source] std::io::Error),
+    /// Every vCPU thread ended without saying why (a thread panicked).
+    #[error("all vcpu threads ended without a vm exit")]
+    VcpuThreadsEnded,
     /// [`crate::Vm::run`] was called on a VM that already ran.
     #[error("the vm already ran; build a new one")]
     AlreadyRan,
