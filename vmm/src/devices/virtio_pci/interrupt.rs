@@ -5,7 +5,7 @@
 //! asserts it again while the ISR status register still holds a cause.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU8, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kvm_bindings::{
@@ -138,6 +138,10 @@ pub struct PciInterrupt {
     pub isr: AtomicU8,
     /// MSI-X vector of each queue.
     pub queue_vectors: Vec<AtomicU16>,
+    /// MSI-X vector for configuration changes.
+    pub config_vector: AtomicU16,
+    /// A queue broke (the device can no longer serve it): DEVICE_NEEDS_RESET.
+    pub needs_reset: AtomicBool,
     routes: Arc<GsiRoutes>,
 }
 
@@ -170,6 +174,8 @@ impl PciInterrupt {
             resample,
             isr: AtomicU8::new(0),
             queue_vectors: (0..queues).map(|_| AtomicU16::new(NO_VECTOR)).collect(),
+            config_vector: AtomicU16::new(NO_VECTOR),
+            needs_reset: AtomicBool::new(false),
             routes,
         })
     }
@@ -187,6 +193,15 @@ impl PciInterrupt {
             && let Err(e) = self.intx.write(1)
         {
             log::warn!("virtio-pci: cannot signal intx: {e}");
+        }
+    }
+
+    /// A queue can no longer be served: sets DEVICE_NEEDS_RESET and tells
+    /// the driver through a configuration change interrupt (virtio 1.2,
+    /// 2.1.2).
+    pub fn device_broken(&self) {
+        if !self.needs_reset.swap(true, Ordering::AcqRel) {
+            self.signal(self.config_vector.load(Ordering::Acquire), ISR_CONFIG);
         }
     }
 

@@ -237,6 +237,10 @@ impl VirtioPciBlock {
             log::warn!("virtio-pci: {e}");
         }
         self.interrupt.isr.store(0, Ordering::Release);
+        self.interrupt.needs_reset.store(false, Ordering::Release);
+        self.interrupt
+            .config_vector
+            .store(common::NO_VECTOR, Ordering::Release);
         for v in &self.interrupt.queue_vectors {
             v.store(common::NO_VECTOR, Ordering::Release);
         }
@@ -283,7 +287,11 @@ impl VirtioPciBlock {
 
     fn write_common(&mut self, offset: u64, data: &[u8]) {
         let vectors = lock(&self.interrupt.msix).len();
-        match self.common.write(offset, data, vectors) {
+        let action = self.common.write(offset, data, vectors);
+        self.interrupt
+            .config_vector
+            .store(self.common.config_msix_vector, Ordering::Release);
+        match action {
             Action::None => {}
             Action::Reset => self.reset(),
             Action::Negotiate(features) => {
@@ -302,7 +310,12 @@ impl VirtioPciBlock {
         let off = offset - area;
         data.fill(0);
         match area {
-            COMMON_OFFSET => self.common.read(off, data),
+            COMMON_OFFSET => {
+                if self.interrupt.needs_reset.load(Ordering::Acquire) {
+                    self.common.set_needs_reset();
+                }
+                self.common.read(off, data);
+            }
             ISR_OFFSET if off == 0 => {
                 if let Some(b) = data.first_mut() {
                     *b = self.interrupt.isr.swap(0, Ordering::AcqRel);

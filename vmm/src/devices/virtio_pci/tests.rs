@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use kvm_ioctls::Kvm;
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::common::{STATUS_FEATURES_OK, STATUS_NEEDS_RESET};
 use super::interrupt::GsiRoutes;
@@ -104,6 +104,22 @@ fn negotiation_and_a_queue_outside_memory() {
     let mut b = [0u8; 8];
     t.read_bar(0, COMMON_OFFSET + 0x20, &mut b);
     assert_eq!(u64::from_le_bytes(b), 0x10_0000);
+    // An available index a whole ring ahead breaks the queue: the device
+    // sets DEVICE_NEEDS_RESET (the notification goes through the BAR, as
+    // when no ioeventfd catches it).
+    t.mem.write_obj(100u16, GuestAddress(0x10_1002)).unwrap();
+    t.write_bar(0, NOTIFY_OFFSET, &0u16.to_le_bytes());
+    let mut broken = false;
+    for _ in 0..500 {
+        if status(&mut t) & STATUS_NEEDS_RESET != 0 {
+            broken = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(broken, "status {:#x}", status(&mut t));
+    w(&mut t, 0x14, &[0]);
+    assert_eq!(status(&mut t), 0);
 }
 
 #[test]

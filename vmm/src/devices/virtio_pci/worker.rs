@@ -117,8 +117,15 @@ fn serve(
             // arrives while serving wakes us again.
             let _ = fd.read();
             let index = u16::try_from(key).unwrap_or(u16::MAX);
-            if let Err(e) = device.process_queue(index) {
-                log::warn!("virtio-blk queue {index}: {e}");
+            match device.process_queue(index) {
+                Ok(()) => {}
+                // A notification before DRIVER_OK or after a reset: nothing
+                // to serve.
+                Err(virtio_blk::Error::NotActive { .. }) => {}
+                Err(e) => {
+                    log::warn!("virtio-blk queue {index}: {e}; the device needs a reset");
+                    interrupt.device_broken();
+                }
             }
         }
     }
