@@ -17,6 +17,8 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-upgrade "${need[@]}"
 fi
 
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+
 command -v qemu-img >/dev/null || { echo "setup: qemu-img is missing (apt-get install qemu-utils)"; exit 1; }
 /usr/bin/python3 -c 'import pyvhdi' || { echo "setup: python3-libvhdi did not install"; exit 1; }
 echo "setup: ok ($(qemu-img --version | head -n1))"
