@@ -36,6 +36,15 @@ dict_for() {
     esac
 }
 
+# Largest input libFuzzer makes (its own guess stops at 1 MiB): qemu-img
+# puts a VHDX's metadata and block table past the first MiB.
+max_len_for() {
+    case "$1" in
+        vhdx_open_io) echo 4194304 ;;
+        *) echo 1048576 ;;
+    esac
+}
+
 build() {
     command -v cargo-fuzz >/dev/null || { echo "fuzz: cargo-fuzz is missing (cargo install cargo-fuzz --locked)"; exit 1; }
     rustup toolchain list | grep -q '^nightly' || { echo "fuzz: the nightly toolchain is missing (rustup toolchain install nightly)"; exit 1; }
@@ -55,6 +64,7 @@ run() {
         -rss_limit_mb=2048
         -timeout=10
         -print_final_stats=1
+        -max_len="$(max_len_for "$target")"
         -artifact_prefix="$root/fuzz/artifacts/$target/"
     )
     local dict
