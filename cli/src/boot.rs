@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use vmm::{SerialConfig, Vm, VmConfig, VmExit};
+use vmm::{DiskConfig, SerialConfig, Vm, VmConfig, VmExit};
 
 use crate::output::parse_size;
 
@@ -34,10 +34,35 @@ pub struct BootArgs {
     /// Serial console: stdio, file:PATH or null.
     #[arg(long, default_value = "stdio", value_parser = parse_serial)]
     serial: SerialConfig,
-    /// After the VM ends, print the guest memory resident in host RAM to
-    /// standard error (for measuring the VMM's own memory overhead).
+    /// A disk served as virtio-blk on its own PCI slot:
+    /// PATH[,readonly][,serial=S] (raw, VHD or VHDX; repeatable).
+    #[arg(long = "disk", value_name = "PATH[,readonly][,serial=S]", value_parser = parse_disk)]
+    disks: Vec<DiskConfig>,
+    /// After the VM ends, print to standard error when the vCPUs started
+    /// (CLOCK_MONOTONIC) and the guest memory resident in host RAM, for
+    /// measuring the VMM's own start-up time and memory overhead.
     #[arg(long)]
     stats: bool,
+}
+
+/// Parses `PATH[,readonly][,serial=S]`.
+pub(crate) fn parse_disk(s: &str) -> Result<DiskConfig, String> {
+    let mut parts = s.split(',');
+    let path = parts
+        .next()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| format!("'{s}' names no disk image (PATH[,readonly][,serial=S])"))?;
+    let mut disk = DiskConfig::new(path);
+    for opt in parts {
+        match opt.split_once('=') {
+            None if opt == "readonly" => disk.readonly = true,
+            Some(("serial", v)) => disk.serial = Some(v.to_string()),
+            _ => {
+                return Err(format!("unknown disk option '{opt}' (readonly, serial=S)"));
+            }
+        }
+    }
+    Ok(disk)
 }
 
 fn parse_serial(s: &str) -> Result<SerialConfig, String> {
@@ -70,15 +95,30 @@ pub fn run(args: BootArgs) -> ExitCode {
     config.cpus = args.cpus;
     config.memory = args.memory;
     config.serial = args.serial;
+    config.disks = args.disks;
+    run_config(&config, args.stats, "boot")
+}
+
+/// Builds and runs `config`; `command` names the subcommand in messages.
+pub(crate) fn run_config(config: &VmConfig, stats: bool, command: &str) -> ExitCode {
     if let Err(e) = vmm::install_interrupt_handler() {
-        eprintln!("vmimport boot: {}", error_chain(&e));
+        eprintln!("vmimport {command}: {}", error_chain(&e));
     }
-    let result = Vm::build(&config).and_then(|mut vm| {
+    let result = Vm::build(config).and_then(|mut vm| {
         let exit = vm.run()?;
-        if args.stats {
+        if stats {
+            if let Some(t) = vm.vcpus_started_at() {
+                eprintln!(
+                    "vmimport {command}: vcpus started at monotonic {} ns",
+                    t.as_nanos()
+                );
+            }
             match vm.guest_resident_bytes() {
-                Ok(bytes) => eprintln!("vmimport boot: guest memory resident: {bytes} bytes"),
-                Err(e) => eprintln!("vmimport boot: guest memory resident: unknown ({e})"),
+                Ok(bytes) => eprintln!("vmimport {command}: guest memory resident: {bytes} bytes"),
+                Err(e) => eprintln!("vmimport {command}: guest memory resident: unknown ({e})"),
+            }
+            if let Some(kib) = peak_rss_kib() {
+                eprintln!("vmimport {command}: peak rss: {kib} KiB");
             }
         }
         Ok(exit)
@@ -86,18 +126,25 @@ pub fn run(args: BootArgs) -> ExitCode {
     match result {
         Ok(exit) => {
             if !exit.is_clean() {
-                eprintln!("vmimport boot: guest ended: {exit:?}");
+                eprintln!("vmimport {command}: guest ended: {exit:?}");
             }
             ExitCode::from(exit_status(exit))
         }
         Err(e) => {
-            eprintln!("vmimport boot: {}", error_chain(&e));
+            eprintln!("vmimport {command}: {}", error_chain(&e));
             ExitCode::from(1)
         }
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// VmHWM of this process, from /proc/self/status.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
@@ -122,6 +169,18 @@ mod tests {
         );
         assert!(parse_serial("file:").is_err());
         assert!(parse_serial("tcp:1").is_err());
+    }
+
+    #[test]
+    fn disk_arguments() {
+        let d = parse_disk("a.vhdx").unwrap();
+        assert_eq!(d, DiskConfig::new("a.vhdx"));
+        let d = parse_disk("/x/b.vhd,readonly,serial=abc").unwrap();
+        assert!(d.readonly);
+        assert_eq!(d.serial.as_deref(), Some("abc"));
+        assert!(parse_disk("").is_err());
+        assert!(parse_disk("a,bogus").is_err());
+        assert!(parse_disk("a,format=raw").is_err());
     }
 
     #[test]

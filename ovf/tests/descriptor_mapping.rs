@@ -2,7 +2,8 @@
 //! range bounds, duplicates, direct file references and unknown controllers.
 
 use ovf::descriptor::{
-    Bus, DiskFormat, MapError, MapOptions, UnmappedReason, VmDescription, describe, parse,
+    ApplianceDescription, Backing, Bus, DiskFormat, MapError, MapOptions, UnmappedReason,
+    VmDescription, describe, parse,
 };
 
 const HEAD: &str = r#"<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData" xmlns:vssd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData">"#;
@@ -12,11 +13,15 @@ fn item(props: &str) -> String {
 }
 
 fn vm_with(prelude: &str, hardware: &str) -> Result<VmDescription, MapError> {
+    app_with(prelude, hardware).map(|mut a| a.vms.remove(0))
+}
+
+fn app_with(prelude: &str, hardware: &str) -> Result<ApplianceDescription, MapError> {
     let doc = format!(
         "{HEAD}{prelude}<VirtualSystem ovf:id=\"vm\"><Info>x</Info>{hardware}</VirtualSystem></Envelope>"
     );
     let env = parse(doc.as_bytes()).unwrap_or_else(|e| panic!("{e}\n{doc}"));
-    describe(&env, &MapOptions::default()).map(|mut v| v.remove(0))
+    describe(&env, &MapOptions::default())
 }
 
 fn memory(units: Option<&str>, quantity: u64) -> Result<Option<u64>, MapError> {
@@ -103,9 +108,13 @@ fn every_capacity_unit_spelling() {
                 "<rasd:HostResource>ovf:/disk/d</rasd:HostResource><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>17</rasd:ResourceType>"
             )
         );
-        let vm = vm_with(&prelude, &hw).unwrap();
-        assert_eq!(vm.disks[0].capacity_bytes, Some(3 * multiplier), "{units}");
-        assert!(vm.disks[0].file.is_none(), "blank disk");
+        let app = app_with(&prelude, &hw).unwrap();
+        assert_eq!(
+            app.vms[0].disks[0].backing,
+            Backing::Disk(ovf::descriptor::DiskIndex(0))
+        );
+        assert_eq!(app.disks[0].capacity_bytes, 3 * multiplier, "{units}");
+        assert!(app.disks[0].file.is_none(), "blank disk");
     }
 }
 
@@ -124,7 +133,10 @@ fn hardware_section_chosen_by_system_type() {
         ),
     );
     let env = parse(doc.as_bytes()).unwrap();
-    let first = describe(&env, &MapOptions::default()).unwrap().remove(0);
+    let first = describe(&env, &MapOptions::default())
+        .unwrap()
+        .vms
+        .remove(0);
     assert_eq!(first.vcpus, Some(2));
     assert_eq!(first.system_types, ["vmx-07", "vmx-08"]);
     let pick = |t: &str| {
@@ -136,8 +148,8 @@ fn hardware_section_chosen_by_system_type() {
             },
         )
     };
-    assert_eq!(pick("VirtualBox-2.2").unwrap()[0].vcpus, Some(6));
-    assert_eq!(pick("vmx-08").unwrap()[0].vcpus, Some(2));
+    assert_eq!(pick("VirtualBox-2.2").unwrap().vms[0].vcpus, Some(6));
+    assert_eq!(pick("vmx-08").unwrap().vms[0].vcpus, Some(2));
     assert!(matches!(
         pick("xen-3.0"),
         Err(MapError::UnknownSystemType { .. })
@@ -214,16 +226,18 @@ fn drives_referring_to_files_and_odd_host_resources() {
         ),
         item("<rasd:InstanceID>v1</rasd:InstanceID><rasd:ResourceType>32768</rasd:ResourceType>"),
     );
-    let vm = vm_with(prelude, &hw).unwrap();
+    let app = app_with(prelude, &hw).unwrap();
+    let vm = &app.vms[0];
     assert_eq!(vm.disks.len(), 1);
     let d = &vm.disks[0];
-    assert_eq!(d.file.as_ref().unwrap().href, "disk.img");
-    assert_eq!(d.disk_id, None);
-    assert_eq!(d.capacity_bytes, None);
-    assert_eq!(d.format, DiskFormat::Unspecified);
+    assert_eq!(d.backing, Backing::File(ovf::descriptor::FileIndex(0)));
+    assert_eq!(app.files[0].href, "disk.img");
     assert!(d.address.is_none(), "the controller was not recognised");
-    assert_eq!(vm.cdroms[0].file.as_ref().unwrap().href, "boot.iso");
-    assert_eq!(vm.cdroms[0].format, Some(DiskFormat::Iso));
+    let Some(Backing::Disk(cd)) = vm.cdroms[0].image else {
+        panic!("CD-ROM should hold the ISO disk")
+    };
+    assert_eq!(app.disk_file(cd).unwrap().href, "boot.iso");
+    assert_eq!(app.disks[cd.0].format, DiskFormat::Iso);
     assert_eq!(vm.nics[0].network.as_deref(), Some("wan"));
     assert!(!vm.nics[0].network_declared);
     assert!(!vm.nics[0].connected);

@@ -2,8 +2,9 @@
 //! to VM descriptions.
 
 use ovf::descriptor::{
-    Bus, Content, DiskFormat, ItemKind, MapError, MapOptions, NicModel, OvfVersion, UnmappedReason,
-    VmDescription, describe, parse,
+    ApplianceDescription, Backing, Bus, Content, DiskAttachment, DiskFormat, DiskInfo, FileInfo,
+    ItemKind, MapError, MapOptions, NicModel, OvfVersion, UnmappedReason, VmDescription, describe,
+    parse,
 };
 
 const GIB: u64 = 1 << 30;
@@ -17,11 +18,37 @@ fn sample(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
 }
 
-fn one_vm(name: &str) -> VmDescription {
+fn appliance(name: &str) -> ApplianceDescription {
     let env = parse(&sample(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let mut vms = describe(&env, &MapOptions::default()).unwrap();
-    assert_eq!(vms.len(), 1, "{name}");
-    vms.remove(0)
+    describe(&env, &MapOptions::default()).unwrap()
+}
+
+fn one_vm(name: &str) -> (ApplianceDescription, VmDescription) {
+    let mut app = appliance(name);
+    assert_eq!(app.vms.len(), 1, "{name}");
+    let vm = app.vms.remove(0);
+    (app, vm)
+}
+
+fn disk<'a>(app: &'a ApplianceDescription, a: &DiskAttachment) -> &'a DiskInfo {
+    match a.backing {
+        Backing::Disk(i) => &app.disks[i.0],
+        Backing::File(_) => panic!("{} is backed by a file", a.instance_id),
+    }
+}
+
+fn file(app: &ApplianceDescription, b: Option<Backing>) -> Option<&FileInfo> {
+    match b? {
+        Backing::Disk(i) => app.disk_file(i),
+        Backing::File(f) => app.files.get(f.0),
+    }
+}
+
+fn disk_ids(app: &ApplianceDescription, vm: &VmDescription) -> Vec<String> {
+    vm.disks
+        .iter()
+        .map(|d| disk(app, d).disk_id.clone())
+        .collect()
 }
 
 #[test]
@@ -37,7 +64,7 @@ fn virtualbox_ovf10() {
     assert_eq!(vs.sections.extensions[0].element.name.local, "Machine");
     assert!(!vs.sections.extensions[0].required);
 
-    let vm = one_vm("virtualbox-ovf10.ovf");
+    let (app, vm) = one_vm("virtualbox-ovf10.ovf");
     assert_eq!(vm.name, "sample-vm");
     assert_eq!(vm.vcpus, Some(2));
     assert_eq!(vm.memory_bytes, Some(2048 * MIB));
@@ -46,18 +73,21 @@ fn virtualbox_ovf10() {
     assert_eq!(vm.controllers[0].bus, Bus::Ide);
     assert_eq!(vm.controllers[1].bus, Bus::Sata);
     assert_eq!(vm.disks.len(), 1);
-    let d = &vm.disks[0];
-    assert_eq!(d.disk_id.as_deref(), Some("vmdisk1"));
-    assert_eq!(d.file.as_ref().unwrap().href, "sample-vm-disk001.vmdk");
-    assert_eq!(d.capacity_bytes, Some(20 * GIB));
+    let d = disk(&app, &vm.disks[0]);
+    assert_eq!(d.disk_id, "vmdisk1");
+    assert_eq!(
+        file(&app, Some(vm.disks[0].backing)).unwrap().href,
+        "sample-vm-disk001.vmdk"
+    );
+    assert_eq!(d.capacity_bytes, 20 * GIB);
     assert_eq!(d.format, DiskFormat::VmdkStreamOptimized);
-    let a = d.address.as_ref().unwrap();
+    let a = vm.disks[0].address.as_ref().unwrap();
     assert_eq!(
         (a.bus, a.controller_index, a.position),
         (Bus::Sata, 0, Some(0))
     );
     assert_eq!(vm.cdroms.len(), 1);
-    assert!(vm.cdroms[0].file.is_none());
+    assert!(vm.cdroms[0].image.is_none());
     assert_eq!(vm.cdroms[0].address.as_ref().unwrap().bus, Bus::Ide);
     assert_eq!(vm.nics.len(), 1);
     assert_eq!(vm.nics[0].adapter, NicModel::E1000);
@@ -121,21 +151,16 @@ fn virtualbox_ovf20_storage_and_ethernet_port_items() {
         1
     );
 
-    let vm = one_vm("virtualbox-ovf20.ovf");
+    let (app, vm) = one_vm("virtualbox-ovf20.ovf");
     assert_eq!(vm.memory_bytes, Some(GIB));
     assert_eq!(vm.controllers.len(), 2);
     assert_eq!(vm.controllers[0].bus, Bus::Nvme);
     assert_eq!(vm.controllers[1].bus, Bus::Scsi);
     assert_eq!(vm.controllers[1].model.as_deref(), Some("VirtioSCSI"));
     // Boot order follows the controllers, not the item order.
-    let ids: Vec<_> = vm
-        .disks
-        .iter()
-        .map(|d| d.disk_id.as_deref().unwrap())
-        .collect();
-    assert_eq!(ids, ["vmdisk1", "vmdisk2"]);
-    assert_eq!(vm.disks[0].capacity_bytes, Some(10 * GIB));
-    assert_eq!(vm.disks[1].capacity_bytes, Some(512 * MIB));
+    assert_eq!(disk_ids(&app, &vm), ["vmdisk1", "vmdisk2"]);
+    assert_eq!(disk(&app, &vm.disks[0]).capacity_bytes, 10 * GIB);
+    assert_eq!(disk(&app, &vm.disks[1]).capacity_bytes, 512 * MIB);
     assert_eq!(vm.nics[0].adapter, NicModel::Virtio);
     assert_eq!(
         vm.os.as_ref().unwrap().name.as_deref(),
@@ -151,25 +176,25 @@ fn vmware_ovftool_default_configuration() {
     assert_eq!(f.compression.as_deref(), Some("gzip"));
     assert_eq!(f.chunk_size, Some(2_147_483_648));
     assert_eq!(f.size, Some(734_003_200));
-    let vm = one_vm("vmware-ovftool.ovf");
+    let (app, vm) = one_vm("vmware-ovftool.ovf");
     assert_eq!(vm.name, "Example Appliance");
-    assert_eq!(vm.configuration.as_deref(), Some("medium"));
+    assert_eq!(app.configuration.as_deref(), Some("medium"));
     assert_eq!(vm.vcpus, Some(4));
     assert_eq!(vm.memory_bytes, Some(8 * GIB));
     assert_eq!(vm.system_types, ["vmx-13", "vmx-14", "vmx-19"]);
     let buses: Vec<_> = vm.controllers.iter().map(|c| c.bus).collect();
     assert_eq!(buses, [Bus::Scsi, Bus::Sata, Bus::Nvme]);
-    let ids: Vec<_> = vm
-        .disks
-        .iter()
-        .map(|d| d.disk_id.as_deref().unwrap())
-        .collect();
-    assert_eq!(ids, ["vmdisk1", "vmdisk2"]);
-    assert_eq!(vm.disks[0].capacity_bytes, Some(16 * GIB));
-    assert_eq!(vm.disks[0].populated_size, Some(1_887_436_800));
+    assert_eq!(disk_ids(&app, &vm), ["vmdisk1", "vmdisk2"]);
+    assert_eq!(disk(&app, &vm.disks[0]).capacity_bytes, 16 * GIB);
+    assert_eq!(disk(&app, &vm.disks[0]).populated_size, Some(1_887_436_800));
     // ${data.size} resolves to the property default (20) in GiB.
-    assert_eq!(vm.disks[1].capacity_bytes, Some(20 * GIB));
-    assert_eq!(vm.cdroms[0].file.as_ref().unwrap().href, "tools.iso");
+    assert_eq!(disk(&app, &vm.disks[1]).capacity_bytes, 20 * GIB);
+    let f = file(&app, Some(vm.disks[0].backing)).unwrap();
+    assert_eq!(
+        (f.compression.as_deref(), f.chunk_size),
+        (Some("gzip"), Some(2 << 30))
+    );
+    assert_eq!(file(&app, vm.cdroms[0].image).unwrap().href, "tools.iso");
     assert_eq!(vm.cdroms[0].address.as_ref().unwrap().bus, Bus::Sata);
     assert_eq!(vm.nics[0].adapter, NicModel::Vmxnet3);
     assert_eq!(vm.nics[0].network.as_deref(), Some("VM Network"));
@@ -217,8 +242,9 @@ fn vmware_ovftool_other_configurations() {
             configuration: Some(cfg.into()),
             ..MapOptions::default()
         };
-        let vm = describe(&env, &opts).unwrap().remove(0);
-        assert_eq!(vm.configuration.as_deref(), Some(cfg));
+        let app = describe(&env, &opts).unwrap();
+        assert_eq!(app.configuration.as_deref(), Some(cfg));
+        let vm = &app.vms[0];
         assert_eq!(vm.vcpus, Some(cpus), "{cfg}");
         assert_eq!(vm.memory_bytes, Some(mem), "{cfg}");
         assert!(
@@ -227,6 +253,15 @@ fn vmware_ovftool_other_configurations() {
                 .all(|u| u.reason != UnmappedReason::Duplicate)
         );
     }
+    // A value the user chose overrides the property default.
+    let chosen = MapOptions {
+        property_values: vec![("appliance.data.size".into(), "32".into())],
+        ..MapOptions::default()
+    };
+    let app = describe(&env, &chosen).unwrap();
+    let d = &app.vms[0].disks[1];
+    assert_eq!(disk(&app, d).disk_id, "vmdisk2");
+    assert_eq!(disk(&app, d).capacity_bytes, 32 * GIB);
     let bad = MapOptions {
         configuration: Some("huge".into()),
         ..MapOptions::default()
@@ -246,19 +281,22 @@ fn vmware_ovf09() {
         env.network_section.as_ref().unwrap().networks[0].name,
         "Bridged"
     );
-    let vm = one_vm("vmware-ovf09.ovf");
+    let (app, vm) = one_vm("vmware-ovf09.ovf");
     assert_eq!(vm.id, "legacy");
     assert_eq!(vm.vcpus, Some(1));
     assert_eq!(vm.memory_bytes, Some(256 * MIB));
     assert_eq!(vm.disks.len(), 1);
-    assert_eq!(vm.disks[0].format, DiskFormat::VmdkStreamOptimized);
-    assert_eq!(vm.disks[0].capacity_bytes, Some(4 * GIB));
+    assert_eq!(
+        disk(&app, &vm.disks[0]).format,
+        DiskFormat::VmdkStreamOptimized
+    );
+    assert_eq!(disk(&app, &vm.disks[0]).capacity_bytes, 4 * GIB);
     assert_eq!(vm.disks[0].name.as_deref(), Some("Harddisk 1"));
     assert_eq!(vm.disks[0].address.as_ref().unwrap().bus, Bus::Scsi);
     assert_eq!(vm.cdroms.len(), 1);
     assert_eq!(vm.nics[0].adapter, NicModel::PcNet32);
     assert!(vm.nics[0].connected);
-    assert!(vm.cdroms[0].file.is_none());
+    assert!(vm.cdroms[0].image.is_none());
     assert_eq!(vm.os.as_ref().unwrap().name.as_deref(), Some("LINUX"));
     assert_eq!(
         vm.unmapped[0].reason,
@@ -268,17 +306,17 @@ fn vmware_ovf09() {
 
 #[test]
 fn hyperv_vhd_and_vhdx_formats() {
-    let vm = one_vm("hyperv-vhdx.ovf");
+    let (app, vm) = one_vm("hyperv-vhdx.ovf");
     assert_eq!(vm.memory_bytes, Some(4 * GIB));
     // The SCSI controller comes first in the document, so its disk boots first.
-    assert_eq!(vm.disks[0].format, DiskFormat::Vhdx);
-    assert_eq!(vm.disks[0].capacity_bytes, Some(128 * GIB));
+    assert_eq!(disk(&app, &vm.disks[0]).format, DiskFormat::Vhdx);
+    assert_eq!(disk(&app, &vm.disks[0]).capacity_bytes, 128 * GIB);
     assert_eq!(
-        vm.disks[0].file.as_ref().unwrap().href,
+        file(&app, Some(vm.disks[0].backing)).unwrap().href,
         "Virtual Hard Disks/boot.vhdx"
     );
-    assert_eq!(vm.disks[1].format, DiskFormat::Vhd);
-    assert_eq!(vm.disks[1].capacity_bytes, Some(40 * GIB));
+    assert_eq!(disk(&app, &vm.disks[1]).format, DiskFormat::Vhd);
+    assert_eq!(disk(&app, &vm.disks[1]).capacity_bytes, 40 * GIB);
     assert_eq!(vm.nics[0].mac_address.as_deref(), Some("00155D012345"));
     assert!(matches!(vm.nics[0].adapter, NicModel::Other(_)));
     assert_eq!(
@@ -291,7 +329,7 @@ fn hyperv_vhd_and_vhdx_formats() {
 fn ovirt_style() {
     let env = parse(&sample("ovirt.ovf")).unwrap();
     assert_eq!(env.version, OvfVersion::V1);
-    let vm = one_vm("ovirt.ovf");
+    let (app, vm) = one_vm("ovirt.ovf");
     assert_eq!(vm.name, "test-vm");
     // CPU count from the socket topology.
     assert_eq!(vm.vcpus, Some(4));
@@ -301,9 +339,12 @@ fn ovirt_style() {
         vm.disks[0].address.is_none(),
         "null-UUID parent is no controller"
     );
-    assert_eq!(vm.disks[0].capacity_bytes, Some(8 * GIB));
-    assert!(matches!(vm.disks[0].format, DiskFormat::VmdkOther(_)));
-    assert_eq!(vm.disks[0].parent_disk_id, None);
+    assert_eq!(disk(&app, &vm.disks[0]).capacity_bytes, 8 * GIB);
+    assert!(matches!(
+        disk(&app, &vm.disks[0]).format,
+        DiskFormat::VmdkOther(_)
+    ));
+    assert_eq!(disk(&app, &vm.disks[0]).parent, None);
     assert_eq!(vm.nics[0].network.as_deref(), Some("ovirtmgmt"));
     assert_eq!(vm.os.as_ref().unwrap().id, 80);
     let reasons: Vec<_> = vm.unmapped.iter().map(|u| &u.reason).collect();
@@ -325,10 +366,10 @@ fn citrix_style() {
         panic!("expected a VirtualSystem")
     };
     assert_eq!(vs.sections.hardware[0].extensions.len(), 2);
-    let vm = one_vm("citrix.ovf");
+    let (app, vm) = one_vm("citrix.ovf");
     assert_eq!(vm.vcpus, Some(2));
     assert_eq!(vm.memory_bytes, Some(GIB));
-    assert_eq!(vm.disks[0].format, DiskFormat::Vhd);
+    assert_eq!(disk(&app, &vm.disks[0]).format, DiskFormat::Vhd);
     assert_eq!(vm.disks[0].address.as_ref().unwrap().bus, Bus::Ide);
     assert_eq!(vm.nics[0].adapter, NicModel::Unspecified);
     assert_eq!(vm.nics[0].mac_address.as_deref(), Some("aa:bb:cc:00:11:22"));
@@ -340,50 +381,69 @@ fn citrix_style() {
 
 #[test]
 fn collection_flattens_with_startup_order_and_shared_properties() {
-    let env = parse(&sample("collection.ovf")).unwrap();
-    let vms = describe(&env, &MapOptions::default()).unwrap();
-    let ids: Vec<_> = vms.iter().map(|v| v.id.as_str()).collect();
+    let app = appliance("collection.ovf");
+    let ids: Vec<_> = app.vms.iter().map(|v| v.id.as_str()).collect();
     assert_eq!(ids, ["web", "db"]);
-    assert_eq!(vms[0].collection_path, ["stack"]);
-    assert_eq!(vms[1].collection_path, ["stack", "db-tier"]);
-    assert_eq!(vms[0].startup_order, Some(2));
+    let cids: Vec<_> = app.collections.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(cids, ["stack", "db-tier"]);
+    assert_eq!(app.collections[1].parent.map(|p| p.0), Some(0));
+    assert_eq!(app.vms[0].collection.map(|c| c.0), Some(0));
+    assert_eq!(app.vms[1].collection.map(|c| c.0), Some(1));
+    assert_eq!(app.vms[0].startup_order, Some(2));
     assert_eq!(
-        vms[1].startup_order, None,
+        app.vms[1].startup_order, None,
         "db-tier itself is ordered, not db"
     );
-    assert!(vms.iter().all(|v| v.eula_present));
-    assert_eq!(vms[0].disks[0].address.as_ref().unwrap().bus, Bus::Scsi);
-    let db = &vms[1];
+    let stack = &app.collections[0];
+    assert_eq!(stack.startup.len(), 2);
+    assert_eq!(
+        stack.startup[0].stop_action.as_deref(),
+        Some("guestShutdown")
+    );
+    assert!(stack.eula_present);
+    assert_eq!(stack.products[0].properties[0].key, "db.data_gb");
+    assert_eq!(stack.ignored_sections, ["ResourceAllocationSection"]);
+    assert!(app.vms.iter().all(|v| v.eula_present));
+    assert_eq!(app.vms[0].disks[0].address.as_ref().unwrap().bus, Bus::Scsi);
+    let db = &app.vms[1];
     assert_eq!(db.memory_bytes, Some(2 * GIB));
     let disks: Vec<_> = db
         .disks
         .iter()
         .map(|d| {
+            let info = disk(&app, d);
             (
-                d.disk_id.as_deref().unwrap(),
-                d.file.is_some(),
-                d.capacity_bytes,
+                info.disk_id.as_str(),
+                info.file.is_some(),
+                info.capacity_bytes,
             )
         })
         .collect();
     assert_eq!(
         disks,
-        [
-            ("db-disk", true, Some(8 * GIB)),
-            ("db-data", false, Some(50 * GIB)),
-        ]
+        [("db-disk", true, 8 * GIB), ("db-data", false, 50 * GIB)]
     );
     assert_eq!(db.nics[0].adapter, NicModel::Vmxnet3);
+    assert_eq!(app.networks, ["frontend", "backend"]);
+    assert_eq!(app.files.len(), 2);
+    assert_eq!(app.disks.len(), 3, "each used disk appears once");
 }
 
 #[test]
 fn vm_description_serialises_to_json() {
-    let vm = one_vm("vmware-ovftool.ovf");
-    let json: serde_json::Value = serde_json::to_value(&vm).unwrap();
-    assert_eq!(json["vcpus"], 4);
-    assert_eq!(json["memory_bytes"], 8 * GIB);
-    assert_eq!(json["disks"][0]["format"]["kind"], "vmdk-streamOptimized");
-    assert_eq!(json["disks"][0]["address"]["bus"], "scsi");
-    assert_eq!(json["nics"][0]["adapter"]["model"], "vmxnet3");
-    assert_eq!(json["unmapped"][0]["reason"]["reason"], "not_modelled");
+    let app = appliance("vmware-ovftool.ovf");
+    let json: serde_json::Value = serde_json::to_value(&app).unwrap();
+    let vm = &json["vms"][0];
+    assert_eq!(vm["vcpus"], 4);
+    assert_eq!(vm["memory_bytes"], 8 * GIB);
+    // Disks are listed once, in the order items first use them: Hard Disk 2
+    // comes first in the document, Hard Disk 1 boots first.
+    assert_eq!(vm["disks"][0]["backing"]["disk"], 1);
+    assert_eq!(vm["disks"][0]["address"]["bus"], "scsi");
+    assert_eq!(json["disks"][1]["disk_id"], "vmdisk1");
+    assert_eq!(json["disks"][1]["format"]["kind"], "vmdk-streamOptimized");
+    assert_eq!(json["disks"][1]["file"], 0);
+    assert_eq!(json["files"][0]["href"], "appliance-disk1.vmdk");
+    assert_eq!(vm["nics"][0]["adapter"]["model"], "vmxnet3");
+    assert_eq!(vm["unmapped"][0]["reason"]["reason"], "not_modelled");
 }

@@ -214,9 +214,9 @@ fn vmdk_ova_in_every_member_order_and_tar_format() {
             let out = dir.path().join(format!("out{i}-{format}"));
             let report = import(&ova, &options(&out), None)
                 .unwrap_or_else(|e| panic!("order {order:?} {format}: {e}"));
-            assert_eq!(report.vms.len(), 1);
-            assert_eq!(report.vms[0].vcpus, Some(2));
-            assert_eq!(report.vms[0].memory_bytes, Some(512 << 20));
+            assert_eq!(report.appliance.vms.len(), 1);
+            assert_eq!(report.appliance.vms[0].vcpus, Some(2));
+            assert_eq!(report.appliance.vms[0].memory_bytes, Some(512 << 20));
             let disk = report.disk("vmdisk1").expect("disk mapped");
             assert_eq!(disk.source_format, Some(SourceFormat::VmdkStreamOptimized));
             assert_eq!(report.verification.entries_ok, 2);
@@ -492,11 +492,74 @@ fn inspect_works_on_a_descriptor_whose_disks_are_absent() {
     }]);
     std::fs::write(dir.path().join("only.ovf"), text).unwrap();
     let i = inspect(&dir.path().join("only.ovf"), None).unwrap();
-    assert_eq!(i.vms[0].disks[0].capacity_bytes, Some(1 << 40));
+    assert_eq!(i.appliance.disks[0].capacity_bytes, 1 << 40);
     assert!(i.files.is_empty());
     // Importing it fails cleanly: the disk file is missing.
     let out = dir.path().join("out");
     let err = import(&dir.path().join("only.ovf"), &options(&out), None).unwrap_err();
     assert!(matches!(err, ImportError::MissingFile { .. }), "{err}");
     assert!(!out.exists());
+}
+
+/// An OVA holding `descriptor` and `disk1.vmdk` (a small real VMDK).
+fn ova_with_descriptor(dir: &Path, name: &str, text: &[u8]) -> PathBuf {
+    let pkg = dir.join(format!("{name}.d"));
+    std::fs::create_dir(&pkg).unwrap();
+    let (raw, _) = source_disk(dir, 6);
+    qemu_disk(
+        &pkg,
+        &raw,
+        "disk1.vmdk",
+        "vmdk",
+        &["-o", "subformat=streamOptimized"],
+    );
+    std::fs::write(pkg.join("testvm.ovf"), text).unwrap();
+    let ova = dir.join(format!("{name}.ova"));
+    tar(&pkg, &ova, "ustar", &["testvm.ovf", "disk1.vmdk"]);
+    ova
+}
+
+#[test]
+fn hostile_descriptors_fail_fast_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let laughs = br#"<?xml version="1.0"?>
+<!DOCTYPE Envelope [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;"><!ENTITY d "&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;">]>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1">&d;&d;&d;&d;&d;&d;&d;&d;&d;</Envelope>"#
+        .to_vec();
+    let xxe = br#"<?xml version="1.0"?>
+<!DOCTYPE Envelope [<!ENTITY x SYSTEM "file:///etc/passwd">]>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1">&x;</Envelope>"#
+        .to_vec();
+    let mut deep = b"<Envelope xmlns=\"http://schemas.dmtf.org/ovf/envelope/1\">".to_vec();
+    deep.extend(std::iter::repeat_n(&b"<a>"[..], 100_000).flatten());
+    deep.extend(std::iter::repeat_n(&b"</a>"[..], 100_000).flatten());
+    deep.extend(b"</Envelope>");
+    let huge = descriptor(&[DiskSpec {
+        href: Some("disk1.vmdk"),
+        format: VMDK_URI,
+        capacity: 0,
+        extra_file_attrs: "",
+    }])
+    .replace(
+        "ovf:capacity=\"0\"",
+        "ovf:capacity=\"1\" ovf:capacityAllocationUnits=\"byte * 2^70\"",
+    )
+    .into_bytes();
+    for (name, text) in [
+        ("laughs", laughs),
+        ("xxe", xxe),
+        ("deep", deep),
+        ("huge", huge),
+    ] {
+        let ova = ova_with_descriptor(dir.path(), name, &text);
+        let out = dir.path().join(format!("out-{name}"));
+        let start = std::time::Instant::now();
+        let err = import(&ova, &options(&out), None).expect_err(name);
+        assert!(
+            start.elapsed().as_secs() < 5,
+            "{name} took {:?}",
+            start.elapsed()
+        );
+        assert!(!out.exists(), "{name}: output left behind ({err})");
+    }
 }

@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Measured per format (data fully written first, page cache warm for both
-//! sides, best of 5 alternating rounds): 4 KiB and 1 MiB requests, sequential and random, reads (with each
+//! sides, best of 3 rounds of 16 alternating slices): 4 KiB and 1 MiB requests, sequential and random, reads (with each
 //! thread count) and overwrites (one thread), as MB/s and ops/s of the
 //! driver, the same for pread/pwrite on the raw file, and their ratio. For
 //! dynamic formats: 4 KiB allocating writes on a fresh image, sequential
@@ -27,7 +27,11 @@ use std::time::Instant;
 use vhd::{CreateOptions, DiskImage, Format, Image, ImageType, OpenOptions};
 
 /// Rounds per measurement; the best of each side counts.
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 3;
+/// Rounds of each allocating-write measurement.
+const ALLOC_ROUNDS: usize = 2;
+/// Slices per round, alternating between the two sides.
+const SLICES: u64 = 16;
 
 struct Args {
     size: u64,
@@ -128,23 +132,30 @@ fn xorshift(s: &mut u64) -> u64 {
     s.wrapping_mul(0x2545_F491_4F6C_DD1D)
 }
 
-/// Runs `ops` requests split over the threads; returns seconds.
-fn measure(t: &dyn Target, r: Run, ops: u64, size: u64) -> f64 {
+/// The request slot of request `i` (random: a stateless hash of `i`, so
+/// both sides see the same offsets whatever the slicing).
+fn slot(r: Run, i: u64, slots: u64) -> u64 {
+    if r.random {
+        let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % slots
+    } else {
+        i % slots
+    }
+}
+
+/// Runs requests `from..to` split over the threads; returns seconds.
+fn measure(t: &dyn Target, r: Run, from: u64, to: u64, size: u64) -> f64 {
     let slots = size / r.bs;
     let start = Instant::now();
     std::thread::scope(|s| {
         for th in 0..r.threads as u64 {
             s.spawn(move || {
                 let mut buf = vec![0x5Au8; usize::try_from(r.bs).expect("request size")];
-                let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (th + 1);
-                let mut i = th;
-                while i < ops {
-                    let slot = if r.random {
-                        xorshift(&mut rng) % slots
-                    } else {
-                        i % slots
-                    };
-                    let off = slot * r.bs;
+                let mut i = from + th;
+                while i < to {
+                    let off = slot(r, i, slots) * r.bs;
                     if r.write {
                         t.write(&buf, off);
                     } else {
@@ -156,6 +167,29 @@ fn measure(t: &dyn Target, r: Run, ops: u64, size: u64) -> f64 {
         }
     });
     start.elapsed().as_secs_f64()
+}
+
+/// Measures `ops` requests on both sides in alternating slices, so that
+/// load from elsewhere on the machine hits both alike; the best of
+/// [`ROUNDS`] rounds counts for each side. Returns (driver, pread) seconds.
+fn side_by_side(ours: &dyn Target, raw: &dyn Target, r: Run, ops: u64, size: u64) -> (f64, f64) {
+    let (mut best_ours, mut best_raw) = (f64::MAX, f64::MAX);
+    for _ in 0..ROUNDS {
+        let (mut o, mut b) = (0.0, 0.0);
+        for k in 0..SLICES {
+            let (from, to) = (ops * k / SLICES, ops * (k + 1) / SLICES);
+            if k % 2 == 0 {
+                o += measure(ours, r, from, to, size);
+                b += measure(raw, r, from, to, size);
+            } else {
+                b += measure(raw, r, from, to, size);
+                o += measure(ours, r, from, to, size);
+            }
+        }
+        best_ours = best_ours.min(o);
+        best_raw = best_raw.min(b);
+    }
+    (best_ours, best_raw)
 }
 
 fn kind(name: &str) -> Option<(Format, ImageType, u32)> {
@@ -297,6 +331,7 @@ fn main() {
                 bs: 1 << 20,
                 threads: 1,
             },
+            0,
             a.size >> 20,
             a.size,
         );
@@ -308,6 +343,7 @@ fn main() {
                 bs: 1 << 20,
                 threads: 1,
             },
+            0,
             a.size >> 20,
             a.size,
         );
@@ -317,13 +353,7 @@ fn main() {
             } else {
                 (a.size >> 20).min(512)
             };
-            // Alternate the two sides and keep each one's best round, so
-            // that load from elsewhere on the machine hits both alike.
-            let (mut ours, mut base) = (f64::MAX, f64::MAX);
-            for _ in 0..ROUNDS {
-                ours = ours.min(measure(&img, r, ops, a.size));
-                base = base.min(measure(&raw, r, ops, a.size));
-            }
+            let (ours, base) = side_by_side(&img, &raw, r, ops, a.size);
             let bytes = ops * r.bs;
             let test = format!(
                 "{} {} {} x{}",
@@ -380,25 +410,35 @@ fn main() {
                 (a.size / block).min(a.alloc_count),
             ),
         ] {
-            let img = create(&path, name, a.size).expect("create");
-            let start = Instant::now();
-            let buf = vec![0xA5u8; 4096];
-            for i in 0..count {
-                img.write_at(&buf, (i * step) % a.size)
-                    .expect("allocating write");
+            // Rounds alternate between the two; each side's best counts.
+            let mut ours = f64::MAX;
+            let mut qemu: Result<f64, String> = Err("not run".into());
+            for _ in 0..ALLOC_ROUNDS {
+                let img = create(&path, name, a.size).expect("create");
+                let start = Instant::now();
+                let buf = vec![0xA5u8; 4096];
+                for i in 0..count {
+                    img.write_at(&buf, (i * step) % a.size)
+                        .expect("allocating write");
+                }
+                img.flush().expect("flush");
+                ours = ours.min(start.elapsed().as_secs_f64());
+                drop(img);
+                let q = if !a.qemu {
+                    Err("not run (--no-qemu)".to_string())
+                } else if name.ends_with("-4k") {
+                    Err("qemu-img has no 4 KiB-sector VHDX".to_string())
+                } else {
+                    // The same offsets. Where qemu-img's blocks are larger
+                    // than ours, fewer of its writes allocate: that favours
+                    // qemu-img.
+                    qemu_bench(qfmt, &dir.join("qemu.img"), a.size, count, step)
+                };
+                qemu = match (qemu, q) {
+                    (Ok(x), Ok(y)) => Ok(x.min(y)),
+                    (_, q) => q,
+                };
             }
-            img.flush().expect("flush");
-            let ours = start.elapsed().as_secs_f64();
-            drop(img);
-            let qemu = if !a.qemu {
-                Err("not run (--no-qemu)".to_string())
-            } else if name.ends_with("-4k") {
-                Err("qemu-img has no 4 KiB-sector VHDX".to_string())
-            } else {
-                // The same offsets. Where qemu-img's blocks are larger than
-                // ours, fewer of its writes allocate: that favours qemu-img.
-                qemu_bench(qfmt, &dir.join("qemu.img"), a.size, count, step)
-            };
             let (qops, ratio) = match &qemu {
                 Ok(q) => {
                     let ratio = q / ours;

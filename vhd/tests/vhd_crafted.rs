@@ -542,3 +542,102 @@ fn resize_keeps_data_and_zeros_new_space() {
         assert!(vhd::check(&p, false).unwrap().is_clean());
     }
 }
+
+#[test]
+fn a_511_byte_footer_is_read() {
+    // Windows before Virtual PC 2004 wrote the footer one byte short.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("short.vhd");
+    let img = vhd::create(
+        &p,
+        &CreateOptions::new(Format::Vhd, ImageType::Fixed, 1 << 20),
+    )
+    .unwrap();
+    img.write_at(&[0x42; 512], (1 << 20) - 512).unwrap();
+    drop(img);
+    let footer = read_at(&p, 1 << 20, 512);
+    assert_eq!(footer[511], 0, "the last footer byte is reserved");
+    let f = FsOpen::new().write(true).open(&p).unwrap();
+    f.set_len((1 << 20) + 511).unwrap();
+    drop(f);
+    let img = vhd::open(&p, &OpenOptions::read_only()).unwrap();
+    assert_eq!(img.virtual_size(), 1 << 20);
+    let mut b = [0u8; 512];
+    img.read_at(&mut b, (1 << 20) - 512).unwrap();
+    assert_eq!(b, [0x42; 512]);
+}
+
+#[test]
+fn a_vhdx_parent_is_identified_by_its_data_write_guid() {
+    let dir = tempfile::tempdir().unwrap();
+    let parent = dir.path().join("parent.vhdx");
+    let p = vhd::create(
+        &parent,
+        &CreateOptions::new(Format::Vhdx, ImageType::Dynamic, 4 << 20),
+    )
+    .unwrap();
+    p.write_at(&[0x31; 4096], 1 << 20).unwrap();
+    p.flush().unwrap();
+    drop(p);
+    let child = dir.path().join("child.vhd");
+    drop(vhd::create(&child, &CreateOptions::differencing(Format::Vhd, &parent)).unwrap());
+    let img = vhd::open(&child, &OpenOptions::read_only()).unwrap();
+    let mut b = [0u8; 1];
+    img.read_at(&mut b, 1 << 20).unwrap();
+    assert_eq!(b[0], 0x31);
+    drop(img);
+    // Writing to the parent gives it a new data write guid: the child no
+    // longer matches.
+    let p = vhd::open(&parent, &OpenOptions::default()).unwrap();
+    p.write_at(&[0x32; 512], 0).unwrap();
+    p.flush().unwrap();
+    drop(p);
+    let e = open_err(&child);
+    assert!(matches!(e, Error::ParentMismatch { .. }), "{e}");
+}
+
+#[test]
+fn new_blocks_have_page_aligned_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dynamic(dir.path(), "aligned.vhd", 8 << 20);
+    let mut seen = 0;
+    for i in 0..4u64 {
+        let e = u32::from_be_bytes(read_at(&p, 1536 + 4 * i, 4).try_into().unwrap());
+        if e != u32::MAX {
+            // 512-byte bitmap, then the data.
+            assert_eq!((u64::from(e) * 512 + 512) % 4096, 0, "block {i}");
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 2);
+    assert!(vhd::check(&p, false).unwrap().is_clean());
+}
+
+#[test]
+fn growing_twice_keeps_blocks_allocated_in_between() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("grow.vhd");
+    let img = vhd::create(
+        &p,
+        &CreateOptions::new(Format::Vhd, ImageType::Dynamic, 3 << 20),
+    )
+    .unwrap();
+    img.resize(10 << 20).unwrap();
+    img.write_at(&[0x66; 4096], 9 << 20).unwrap();
+    img.resize(20 << 20).unwrap();
+    img.write_at(&[0x67; 4096], 19 << 20).unwrap();
+    img.flush().unwrap();
+    drop(img);
+    let img = vhd::open(&p, &OpenOptions::read_only()).unwrap();
+    assert_eq!(img.virtual_size(), 20 << 20);
+    let mut b = [0u8; 4096];
+    img.read_at(&mut b, 9 << 20).unwrap();
+    assert_eq!(b, [0x66; 4096]);
+    img.read_at(&mut b, 19 << 20).unwrap();
+    assert_eq!(b, [0x67; 4096]);
+    assert!(vhd::check(&p, false).unwrap().is_clean());
+    // Beyond what the table's padding can hold: a clear error.
+    let img = vhd::open(&p, &OpenOptions::default()).unwrap();
+    let e = img.resize(1 << 40).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+}

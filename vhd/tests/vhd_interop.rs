@@ -130,6 +130,8 @@ fn images_qemu_img_makes_read_identically() {
             );
             assert_eq!(&ours[..len], &data[..], "{opts} size {len}");
             assert!(ours[len..].iter().all(|&b| b == 0));
+            let report = vhd::check(&vhd, false).unwrap();
+            assert!(report.is_clean(), "{opts} size {len}: {report:?}");
             // Blocks qemu-img left out are reported as holes.
             if opts.contains("dynamic") && len > 8 << 20 {
                 let map = vhd::map_range(&img, 0, img.virtual_size()).unwrap();

@@ -399,3 +399,160 @@ fn resize_past_the_bat_region_moves_the_bat() {
         assert!(report.is_clean(), "{:?}", report.findings);
     }
 }
+
+#[test]
+fn chains_through_vhd_parents() {
+    let dir = tempfile::tempdir().unwrap();
+    for t in [ImageType::Dynamic, ImageType::Fixed] {
+        let base = dir.path().join(format!("base-{t}.vhd"));
+        let mut want = {
+            let b = vhd::create(&base, &CreateOptions::new(Format::Vhd, t, 6 * MIB)).unwrap();
+            let data = pattern(21, b.virtual_size());
+            vhdx_support::write_non_zero(&b, &data);
+            data
+        };
+        let child = dir.path().join(format!("child-{t}.vhdx"));
+        {
+            let mut o = CreateOptions::differencing(Format::Vhdx, &base);
+            o.block_size = Some(MIB);
+            let c = vhd::create(&child, &o).unwrap();
+            assert_eq!(c.virtual_size(), want.len() as u64);
+            c.write_at(&[0xC1u8; 5000], MIB - 300).unwrap();
+            want[(MIB - 300) as usize..(MIB + 4700) as usize].fill(0xC1);
+            c.discard(3 * MIB, MIB).unwrap();
+            want[3 * MIB as usize..4 * MIB as usize].fill(0);
+        }
+        let c = vhd::open(&child, &OpenOptions::read_only()).unwrap();
+        assert_eq!(c.info().parent.as_ref().unwrap().format, Format::Vhd);
+        assert_same(&read_all(&c), &want, "vhdx over vhd");
+        let e = c.block_status(5 * MIB, 4096).unwrap();
+        assert_eq!(e.depth, 1, "{e:?}");
+    }
+}
+
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<FileEvent>>);
+
+#[derive(Clone)]
+enum FileEvent {
+    Write(u64, Vec<u8>),
+    Sync,
+    SetLen(u64),
+    Zero(u64, u64),
+}
+
+impl vhd::IoObserver for Recorder {
+    fn write(&self, offset: u64, data: &[u8]) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(FileEvent::Write(offset, data.to_vec()));
+    }
+    fn sync(&self) {
+        self.0.lock().unwrap().push(FileEvent::Sync);
+    }
+    fn set_len(&self, len: u64) {
+        self.0.lock().unwrap().push(FileEvent::SetLen(len));
+    }
+    fn zero(&self, offset: u64, len: u64) {
+        self.0.lock().unwrap().push(FileEvent::Zero(offset, len));
+    }
+}
+
+fn apply_event(f: &mut Vec<u8>, e: &FileEvent) {
+    match e {
+        FileEvent::Write(o, d) => {
+            let end = *o as usize + d.len();
+            if f.len() < end {
+                f.resize(end, 0);
+            }
+            f[*o as usize..end].copy_from_slice(d);
+        }
+        FileEvent::SetLen(l) => f.resize(*l as usize, 0),
+        FileEvent::Zero(o, l) => {
+            let end = (*o + *l) as usize;
+            if f.len() < end {
+                f.resize(end, 0);
+            }
+            f[*o as usize..end].fill(0);
+        }
+        FileEvent::Sync => {}
+    }
+}
+
+#[test]
+fn a_dirty_log_is_overlaid_read_only_and_replayed_read_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.vhdx");
+    drop(dynamic(&path, 8 * MIB, MIB));
+    let initial = std::fs::read(&path).unwrap();
+    let rec = Arc::new(Recorder::default());
+    {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let file = vhd::ImageFile::with_observer(f, &path, rec.clone());
+        let ctx = vhd::ChainContext {
+            depth: 1,
+            allowed_dirs: vec![dir.path().canonicalize().unwrap()],
+            options: OpenOptions::default(),
+        };
+        let img = vhd::VhdxImage::open(file, false, &ctx).unwrap();
+        img.write_at(&[0xABu8; 8192], 2 * MIB + 4096).unwrap();
+        img.flush().unwrap();
+        // Dropped without closing cleanly: the log is not marked empty.
+        std::mem::forget(img);
+    }
+    // The file as a power cut right after the log entry became durable
+    // leaves it: everything up to the first flush after a log write.
+    let events = rec.0.lock().unwrap().clone();
+    let log = MIB..2 * MIB;
+    let entry = events
+        .iter()
+        .position(|e| matches!(e, FileEvent::Write(o, _) if log.contains(o)))
+        .expect("a log entry was written");
+    let sync = entry
+        + events[entry..]
+            .iter()
+            .position(|e| matches!(e, FileEvent::Sync))
+            .unwrap();
+    let mut f = initial.clone();
+    for e in &events[..=sync] {
+        apply_event(&mut f, e);
+    }
+    let crashed = dir.path().join("crashed.vhdx");
+    std::fs::write(&crashed, &f).unwrap();
+    let mut want = vec![0u8; 8 * MIB as usize];
+    want[(2 * MIB + 4096) as usize..(2 * MIB + 12288) as usize].fill(0xAB);
+
+    let ro = vhd::open(&crashed, &OpenOptions::read_only()).unwrap();
+    assert_eq!(ro.info().log_dirty, Some(true));
+    assert_same(&read_all(&ro), &want, "read-only over the log");
+    drop(ro);
+    assert_eq!(
+        std::fs::read(&crashed).unwrap(),
+        f,
+        "read-only left the file alone"
+    );
+    let report = vhd::check(&crashed, false).unwrap();
+    assert!(report.log_was_dirty);
+    let rw = vhd::open(&crashed, &OpenOptions::default()).unwrap();
+    assert_eq!(rw.info().log_dirty, Some(false));
+    assert_same(&read_all(&rw), &want, "replayed");
+    drop(rw);
+    assert!(!vhd::check(&crashed, false).unwrap().log_was_dirty);
+    qemu_img(&["check", crashed.to_str().unwrap()]);
+
+    // Repair replays too.
+    let again = dir.path().join("again.vhdx");
+    std::fs::write(&again, &f).unwrap();
+    let report = vhd::check(&again, true).unwrap();
+    assert!(
+        report.log_was_dirty && report.is_clean(),
+        "{:?}",
+        report.findings
+    );
+    assert!(!vhd::check(&again, false).unwrap().log_was_dirty);
+}

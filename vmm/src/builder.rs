@@ -3,6 +3,7 @@
 //! kernel, devices and configured vCPUs.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config};
 use kvm_ioctls::{Kvm, VmFd};
@@ -14,10 +15,13 @@ use crate::config::{SerialConfig, VmConfig};
 use crate::devices::debug_exit::{DEBUG_EXIT_PORT, DebugExit};
 use crate::devices::i8042::{I8042, I8042_BASE, I8042_LEN};
 use crate::devices::serial::{COM1_BASE, COM1_IRQ, COM1_LEN, SerialDevice, SerialOut};
+use crate::devices::virtio_pci::disks;
+use crate::devices::virtio_pci::interrupt::GsiRoutes;
 use crate::devices::{Bus, DeviceManager};
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::memory;
+use crate::pci::{self, BarAllocator, BarWindow, ConfigIo, Ecam, PciRoot};
 use crate::runtime::{self, VmExit};
 use crate::tables::{acpi, mptable};
 use crate::vcpu::Vcpu;
@@ -33,10 +37,11 @@ pub struct Vm {
     // they map.
     vcpus: Vec<Vcpu>,
     devices: DeviceManager,
-    _vm: VmFd,
+    _vm: Arc<VmFd>,
     _kvm: Kvm,
     mem: GuestMemoryMmap,
     boot: BootSetup,
+    started_at: Option<Duration>,
 }
 
 fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
@@ -64,11 +69,18 @@ impl Vm {
 
         let rsdp = acpi::write(&mem, layout::ACPI_START, config.cpus)
             .map_err(|e| Error::GuestMemory("acpi tables", e))?;
-        mptable::write(&mem, layout::MPTABLE_START, config.cpus)
-            .map_err(|e| Error::GuestMemory("mp table", e))?;
+        mptable::write_with_pci(
+            &mem,
+            layout::MPTABLE_START,
+            config.cpus,
+            &disks::intx_routes(config.disks.len()),
+        )
+        .map_err(|e| Error::GuestMemory("mp table", e))?;
         let boot = boot::load(&mem, &config.boot, config.memory, rsdp)?;
 
-        let devices = build_devices(&vm, &config.serial)?;
+        let vm = Arc::new(vm);
+        let mut devices = build_devices(&vm, &config.serial)?;
+        add_pci(&mut devices, &vm, &mem, config)?;
         let pio = devices.pio.clone();
         let mmio = devices.mmio.clone();
 
@@ -92,6 +104,7 @@ impl Vm {
             _kvm: kvm,
             mem,
             boot,
+            started_at: None,
         })
     }
 
@@ -112,9 +125,21 @@ impl Vm {
             return Err(Error::AlreadyRan);
         }
         let vcpus = std::mem::take(&mut self.vcpus);
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        self.started_at = u64::try_from(now.tv_sec)
+            .ok()
+            .zip(u32::try_from(now.tv_nsec).ok())
+            .map(|(s, ns)| Duration::new(s, ns));
         let result = runtime::run_vcpus(vcpus);
         self.devices.flush();
         result
+    }
+
+    /// `CLOCK_MONOTONIC` time at which [`Vm::run`] started the vCPU
+    /// threads (the guest's first instruction follows within a thread
+    /// start-up), for measuring the VMM's start-up cost from outside.
+    pub fn vcpus_started_at(&self) -> Option<Duration> {
+        self.started_at
     }
 
     /// Guest memory resident in host RAM (what the loader and the guest
@@ -122,6 +147,57 @@ impl Vm {
     pub fn guest_resident_bytes(&self) -> std::io::Result<u64> {
         memory::resident_bytes(&self.mem)
     }
+}
+
+/// The PCI host bridge (CF8/CFC and ECAM), one virtio-blk device per disk,
+/// and the BAR window on the MMIO bus.
+fn add_pci(
+    devices: &mut DeviceManager,
+    vm: &Arc<VmFd>,
+    mem: &GuestMemoryMmap,
+    config: &VmConfig,
+) -> Result<()> {
+    let mut root = PciRoot::new();
+    // 64-bit BARs go above RAM, as firmware places them; the 32-bit hole
+    // stays for BARs a guest moves there.
+    let high = pci::high_window(config.memory);
+    let mut bars = BarAllocator::new(high, high + pci::MMIO64_SIZE);
+    let routes = Arc::new(GsiRoutes::new(vm.clone()));
+    disks::attach(
+        &mut root,
+        &mut bars,
+        &config.disks,
+        &Arc::new(mem.clone()),
+        &routes,
+    )?;
+    let root = Arc::new(root);
+    let pio = Arc::get_mut(&mut devices.pio).ok_or(Error::AlreadyRan)?;
+    pio.insert(
+        pci::CONFIG_ADDRESS_PORT,
+        pci::CONFIG_IO_LEN,
+        "pci-config",
+        Arc::new(Mutex::new(ConfigIo::new(root.clone()))),
+    )?;
+    let mmio = Arc::get_mut(&mut devices.mmio).ok_or(Error::AlreadyRan)?;
+    mmio.insert(
+        pci::ECAM_BASE,
+        pci::ECAM_SIZE,
+        "pci-ecam",
+        Arc::new(Mutex::new(Ecam::new(root.clone()))),
+    )?;
+    mmio.insert(
+        pci::MMIO32_BASE,
+        pci::MMIO32_END - pci::MMIO32_BASE,
+        "pci-bars",
+        Arc::new(Mutex::new(BarWindow::new(root.clone(), pci::MMIO32_BASE))),
+    )?;
+    mmio.insert(
+        high,
+        pci::MMIO64_SIZE,
+        "pci-bars-64",
+        Arc::new(Mutex::new(BarWindow::new(root, high))),
+    )?;
+    Ok(())
 }
 
 fn build_devices(vm: &VmFd, serial: &SerialConfig) -> Result<DeviceManager> {

@@ -61,9 +61,46 @@ pub enum Error {
     /// Two devices claim the same addresses.
     #[error("device bus conflict")]
     Bus(#[from] BusConflict),
+    /// A PCI device's configuration space cannot hold what it needs.
+    #[error("pci device set-up failed")]
+    Pci(#[source] crate::pci::config::ConfigError),
+    /// The PCI bus or its BAR window is full.
+    #[error("no room for disk {0} on the pci bus or in its bar window")]
+    PciFull(usize),
+    /// A disk image cannot be opened.
+    #[error("cannot open disk image {path}")]
+    Disk {
+        /// The image.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: vhd::Error,
+    },
+    /// A disk image is not of the format its definition names.
+    #[error("disk image {path} is {found}, not {expected} as the vm definition says")]
+    DiskFormat {
+        /// The image.
+        path: PathBuf,
+        /// What it is.
+        found: String,
+        /// What the definition says.
+        expected: String,
+    },
+    /// The virtio-blk device cannot be created over an image.
+    #[error("cannot create the virtio-blk device for {path}")]
+    BlockDevice {
+        /// The image.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: virtio_blk::Error,
+    },
     /// A vCPU thread could not be started.
     #[error("cannot start the thread of vcpu {0}")]
     Thread(u8, #[source] std::io::Error),
+    /// Every vCPU thread ended without saying why (a thread panicked).
+    #[error("all vcpu threads ended without a vm exit")]
+    VcpuThreadsEnded,
     /// [`crate::Vm::run`] was called on a VM that already ran.
     #[error("the vm already ran; build a new one")]
     AlreadyRan,

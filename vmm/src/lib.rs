@@ -31,12 +31,15 @@ pub mod devices;
 mod error;
 pub mod layout;
 pub mod memory;
+pub mod pci;
 pub mod runtime;
 pub mod tables;
 pub mod vcpu;
 pub mod x86;
 
 pub use builder::Vm;
-pub use config::{BootConfig, SerialConfig, VmConfig};
+pub use config::{
+    BootConfig, DiskConfig, DiskFormat, NicConfig, OsInfo, ProductInfo, SerialConfig, VmConfig,
+};
 pub use error::{Error, Result, VcpuFailure};
 pub use runtime::{VmExit, install_interrupt_handler};

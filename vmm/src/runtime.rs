@@ -126,7 +126,7 @@ fn wait_for_exit(rx: &mpsc::Receiver<Report>) -> Result<VmExit> {
                     return Ok(VmExit::Interrupted);
                 }
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(VmExit::Halted),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Err(Error::VcpuThreadsEnded),
         }
     }
 }

@@ -111,7 +111,7 @@ fn check(b: &Boot, protocol: &str, cpus: u8, memory: u64, cmdline: &str, initrd:
         ),
         None => assert!(has("initrd none"), "{r:#?}"),
     }
-    assert!(has(&format!("acpi ok tables=2 madt-cpus={cpus}")), "{r:#?}");
+    assert!(has(&format!("acpi ok tables=3 madt-cpus={cpus}")), "{r:#?}");
     assert!(
         has(&format!(
             "mptable ok entries={} cpus={cpus}",

@@ -135,3 +135,15 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> Result<(), ExitCode> {
         Err(e) => Err(fail(format_args!("cannot encode the result as JSON: {e}"))),
     }
 }
+
+/// A spinner with a message on standard error when it is a terminal.
+pub fn spinner(enabled: bool, what: &str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !enabled || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_message(what.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    Some(bar)
+}

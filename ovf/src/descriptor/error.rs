@@ -277,3 +277,77 @@ pub enum MapError {
         parent: String,
     },
 }
+
+/// The coarse class of a [`DescriptorError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DescriptorErrorKind {
+    /// A resource limit was exceeded (size, depth, elements, attributes).
+    Limit,
+    /// Refused for safety or not handled: a DTD, a non-UTF-8 encoding.
+    Unsupported,
+    /// Not well-formed XML (syntax, encoding, namespaces).
+    Malformed,
+    /// Well-formed XML that is not a valid OVF descriptor.
+    Invalid,
+}
+
+impl DescriptorError {
+    /// The class of this error.
+    pub fn kind(&self) -> DescriptorErrorKind {
+        use DescriptorError as E;
+        match self {
+            E::TooLarge { .. }
+            | E::TooDeep { .. }
+            | E::TooManyElements { .. }
+            | E::TooManyAttributes { .. } => DescriptorErrorKind::Limit,
+            E::Doctype { .. } | E::UnsupportedEncoding { .. } => DescriptorErrorKind::Unsupported,
+            E::InvalidUtf8 { .. }
+            | E::Xml { .. }
+            | E::UnboundPrefix { .. }
+            | E::ReservedPrefix { .. }
+            | E::EmptyNamespace { .. }
+            | E::DuplicateAttribute { .. }
+            | E::Empty
+            | E::Truncated
+            | E::SecondRoot { .. }
+            | E::TextOutsideRoot { .. } => DescriptorErrorKind::Malformed,
+            E::NotAnEnvelope { .. }
+            | E::MissingAttribute { .. }
+            | E::MissingElement { .. }
+            | E::InvalidValue { .. }
+            | E::DuplicateId { .. }
+            | E::NoContent
+            | E::SeveralContents => DescriptorErrorKind::Invalid,
+        }
+    }
+}
+
+/// The coarse class of a [`MapError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapErrorKind {
+    /// A choice in [`MapOptions`](super::MapOptions) names nothing in the
+    /// descriptor.
+    Option,
+    /// The descriptor requires something not supported.
+    Unsupported,
+    /// The descriptor's values are inconsistent or out of range.
+    Invalid,
+}
+
+impl MapError {
+    /// The class of this error.
+    pub fn kind(&self) -> MapErrorKind {
+        match self {
+            MapError::UnknownConfiguration(_) | MapError::UnknownSystemType { .. } => {
+                MapErrorKind::Option
+            }
+            MapError::RequiredSectionUnsupported { .. } => MapErrorKind::Unsupported,
+            MapError::UnknownProperty { .. }
+            | MapError::InvalidQuantity { .. }
+            | MapError::InvalidUnits { .. }
+            | MapError::TooLarge { .. }
+            | MapError::UnknownFile { .. }
+            | MapError::BadParent { .. } => MapErrorKind::Invalid,
+        }
+    }
+}

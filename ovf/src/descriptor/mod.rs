@@ -6,10 +6,11 @@
 //!   untrusted descriptors: no DTD is accepted, no entity is expanded or
 //!   fetched, and size, depth, element and attribute counts are bounded
 //!   ([`Limits`]).
-//! - [`write`] produces an OVF 1.x or 2.x descriptor that [`parse`] reads
+//! - [`write()`] produces an OVF 1.x or 2.x descriptor that [`parse`] reads
 //!   back to an equal model.
-//! - [`describe`] maps an envelope to one [`VmDescription`] per
-//!   VirtualSystem for the importer and for `vmimport inspect`.
+//! - [`describe`] maps an envelope to an [`ApplianceDescription`]: the
+//!   files and disks it carries, its collections, and one [`VmDescription`]
+//!   per VirtualSystem, for the importer and for `vmimport inspect`.
 //!
 //! ```
 //! let xml = br#"<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1"
@@ -18,8 +19,8 @@
 //!   <VirtualSystem ovf:id="vm"><Info>A VM</Info></VirtualSystem>
 //! </Envelope>"#;
 //! let envelope = ovf::descriptor::parse(xml)?;
-//! let vms = ovf::descriptor::describe(&envelope, &Default::default())?;
-//! assert_eq!(vms[0].name, "vm");
+//! let appliance = ovf::descriptor::describe(&envelope, &Default::default())?;
+//! assert_eq!(appliance.vms[0].name, "vm");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -27,6 +28,7 @@ mod error;
 mod hardware;
 mod hardware_parse;
 mod map;
+mod map_items;
 mod model;
 mod os;
 mod parse;
@@ -35,7 +37,7 @@ mod vm;
 mod write;
 mod xml;
 
-pub use error::{DescriptorError, MapError, WriteError};
+pub use error::{DescriptorError, DescriptorErrorKind, MapError, MapErrorKind, WriteError};
 pub use hardware::{
     Bus, ControllerClass, DiskFormat, HostResource, NicModel, classify_controller, disk_format,
     nic_model, parse_host_resource, resource_type, resource_type_name,

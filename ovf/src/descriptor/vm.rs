@@ -23,6 +23,120 @@ pub struct MapOptions {
     /// Use the first VirtualHardwareSection whose VirtualSystemType lists
     /// this token (case-insensitive); `None` takes the first section.
     pub system_type: Option<String>,
+    /// Values the user chose for ProductSection properties, by plain or
+    /// qualified key (`class.key.instance`); they override the defaults
+    /// where the descriptor refers to a property (`${key}` capacities).
+    pub property_values: Vec<(String, String)>,
+}
+
+/// What an envelope describes: the files and disks it carries once, the
+/// collections, and one VM per VirtualSystem. VMs refer to disks, files and
+/// collections by index, so that nothing shared is repeated per VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApplianceDescription {
+    /// OVF version of the descriptor.
+    pub version: super::model::OvfVersion,
+    /// The deployment option the items were selected for.
+    pub configuration: Option<String>,
+    /// Every `References/File`, in order; `FileIndex` values index this.
+    pub files: Vec<FileInfo>,
+    /// Every DiskSection disk a drive uses (and the parents they need), in
+    /// the order first used; `DiskIndex` values index this.
+    pub disks: Vec<DiskInfo>,
+    /// Network names from NetworkSection.
+    pub networks: Vec<String>,
+    /// VirtualSystemCollections, outermost first, in document order.
+    pub collections: Vec<CollectionDescription>,
+    /// One VM per VirtualSystem, in document order.
+    pub vms: Vec<VmDescription>,
+}
+
+impl ApplianceDescription {
+    /// The file behind a disk, if any.
+    pub fn disk_file(&self, disk: DiskIndex) -> Option<&FileInfo> {
+        self.disks
+            .get(disk.0)
+            .and_then(|d| d.file)
+            .and_then(|f| self.files.get(f.0))
+    }
+}
+
+/// Index into [`ApplianceDescription::files`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct FileIndex(pub usize);
+
+/// Index into [`ApplianceDescription::disks`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct DiskIndex(pub usize);
+
+/// Index into [`ApplianceDescription::collections`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct CollectionIndex(pub usize);
+
+/// A VirtualSystemCollection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CollectionDescription {
+    /// `ovf:id`.
+    pub id: String,
+    /// `Name`, else the id.
+    pub name: String,
+    /// The enclosing collection.
+    pub parent: Option<CollectionIndex>,
+    /// Its ProductSections.
+    pub products: Vec<ProductInfo>,
+    /// Whether it carries a EulaSection.
+    pub eula_present: bool,
+    /// Its StartupSection entries.
+    pub startup: Vec<StartupEntry>,
+    /// Qualified names of its optional sections that were ignored.
+    pub ignored_sections: Vec<String>,
+}
+
+/// A StartupSection entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StartupEntry {
+    /// The system or collection it applies to.
+    pub id: String,
+    /// `ovf:order`.
+    pub order: u32,
+    /// `ovf:startDelay` in seconds.
+    pub start_delay: Option<u32>,
+    /// `ovf:startAction`.
+    pub start_action: Option<String>,
+    /// `ovf:stopDelay` in seconds.
+    pub stop_delay: Option<u32>,
+    /// `ovf:stopAction`.
+    pub stop_action: Option<String>,
+}
+
+/// A DiskSection disk a drive uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiskInfo {
+    /// `ovf:diskId`.
+    pub disk_id: String,
+    /// The backing file; `None` for a blank disk.
+    pub file: Option<FileIndex>,
+    /// Virtual size in bytes.
+    pub capacity_bytes: u64,
+    /// `ovf:populatedSize`.
+    pub populated_size: Option<u64>,
+    /// Image format from `ovf:format`.
+    pub format: DiskFormat,
+    /// `ovf:parentRef`: the disk this one is a delta of.
+    pub parent: Option<DiskIndex>,
+}
+
+/// What backs a drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backing {
+    /// A DiskSection disk (`ovf:/disk/ID`).
+    Disk(DiskIndex),
+    /// A References file named directly (`ovf:/file/ID`).
+    File(FileIndex),
 }
 
 /// One virtual machine, from one VirtualSystem.
@@ -32,12 +146,10 @@ pub struct VmDescription {
     pub id: String,
     /// `Name`, else the id.
     pub name: String,
-    /// Ids of the enclosing VirtualSystemCollections, outermost first.
-    pub collection_path: Vec<String>,
-    /// The `ovf:order` of this system in the nearest enclosing StartupSection.
+    /// The enclosing VirtualSystemCollection.
+    pub collection: Option<CollectionIndex>,
+    /// The `ovf:order` of this system in the enclosing StartupSection.
     pub startup_order: Option<u32>,
-    /// The deployment option the items were selected for.
-    pub configuration: Option<String>,
     /// VirtualSystemType tokens of the hardware section used.
     pub system_types: Vec<String>,
     /// Number of virtual CPUs.
@@ -56,7 +168,7 @@ pub struct VmDescription {
     pub nics: Vec<Nic>,
     /// Guest operating system.
     pub os: Option<OsInfo>,
-    /// Product sections: this system's first, then its collections'.
+    /// This system's ProductSections (see the collections for theirs).
     pub products: Vec<ProductInfo>,
     /// Whether a EulaSection applies (here or on an enclosing collection).
     pub eula_present: bool,
@@ -111,25 +223,15 @@ pub struct FileInfo {
     pub chunk_size: Option<u64>,
 }
 
-/// A hard disk.
+/// A hard disk drive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DiskAttachment {
     /// Item `InstanceID`.
     pub instance_id: String,
     /// Item `ElementName` (or `Caption`).
     pub name: Option<String>,
-    /// DiskSection `ovf:diskId`; `None` when the item names a file directly.
-    pub disk_id: Option<String>,
-    /// The backing file; `None` for a blank disk.
-    pub file: Option<FileInfo>,
-    /// Virtual size in bytes; `None` when the item names a file directly.
-    pub capacity_bytes: Option<u64>,
-    /// `ovf:populatedSize`.
-    pub populated_size: Option<u64>,
-    /// Image format from `ovf:format`.
-    pub format: DiskFormat,
-    /// `ovf:parentRef`: the disk this one is a delta of.
-    pub parent_disk_id: Option<String>,
+    /// What backs it.
+    pub backing: Backing,
     /// Where it is attached.
     pub address: Option<DeviceAddress>,
 }
@@ -142,9 +244,7 @@ pub struct CdromAttachment {
     /// Item `ElementName` (or `Caption`).
     pub name: Option<String>,
     /// The image in the drive; `None` for an empty drive.
-    pub file: Option<FileInfo>,
-    /// Image format when the drive names a DiskSection disk.
-    pub format: Option<DiskFormat>,
+    pub image: Option<Backing>,
     /// Where it is attached.
     pub address: Option<DeviceAddress>,
 }

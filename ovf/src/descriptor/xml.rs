@@ -23,7 +23,10 @@ pub const XML_NAMESPACE: &str = "http://www.w3.org/XML/1998/namespace";
 pub struct Limits {
     /// Largest descriptor accepted, in bytes.
     pub max_size: usize,
-    /// Deepest element nesting accepted (the root element is depth 1).
+    /// Deepest element nesting accepted (the root element is depth 1). Kept
+    /// extension trees are cloned, compared, written and dropped
+    /// recursively, so this also bounds the stack those operations use:
+    /// keep it in the tens.
     pub max_depth: usize,
     /// Most elements accepted in the whole document.
     pub max_elements: usize,

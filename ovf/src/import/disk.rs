@@ -18,6 +18,7 @@ use crate::vmdk::{self, CopyOptions, RawHeader, StreamHeader};
 #[serde(rename_all = "kebab-case")]
 pub enum SourceFormat {
     /// streamOptimized VMDK.
+    #[serde(rename = "vmdk-streamOptimized")]
     VmdkStreamOptimized,
     /// VHD (fixed, dynamic).
     Vhd,

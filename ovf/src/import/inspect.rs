@@ -7,10 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::{ImportError, Result, VerificationSummary};
-use crate::descriptor::{self, MapOptions, VmDescription};
-use crate::package::{
-    self, MemberRole, PackageOptions, PackageReader, SignatureStatus, VerifyOptions,
-};
+use crate::descriptor::{self, ApplianceDescription, MapOptions};
+use crate::package::{self, MemberRole, PackageOptions, PackageReader, VerifyOptions};
 
 /// A file of the package.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -28,10 +26,9 @@ pub struct Inspection {
     pub package: PathBuf,
     /// The descriptor's file name.
     pub descriptor: String,
-    /// OVF version of the envelope's namespace ("0.9", "1.x", "2.x").
-    pub ovf_version: String,
-    /// One description per VirtualSystem.
-    pub vms: Vec<VmDescription>,
+    /// The appliance: files, disks, networks and one description per
+    /// VirtualSystem.
+    pub appliance: ApplianceDescription,
     /// Every file read.
     pub files: Vec<PackageFile>,
     /// Manifest and signature (problems reported, never fatal here).
@@ -53,7 +50,7 @@ pub fn inspect(path: &Path, configuration: Option<&str>) -> Result<Inspection> {
         name: name.clone(),
         source,
     })?;
-    let vms = descriptor::describe(
+    let appliance = descriptor::describe(
         &envelope,
         &MapOptions {
             configuration: configuration.map(str::to_string),
@@ -71,16 +68,10 @@ pub fn inspect(path: &Path, configuration: Option<&str>) -> Result<Inspection> {
             require_manifest: false,
         },
     )?;
-    let signature = match &v.signature {
-        SignatureStatus::Unsigned => "unsigned".to_string(),
-        SignatureStatus::Signed(s) => format!("signed by {}", s.subject),
-        SignatureStatus::Invalid(why) => format!("invalid: {why}"),
-    };
     Ok(Inspection {
         package: path.to_path_buf(),
         descriptor: name,
-        ovf_version: format!("{:?}", envelope.version),
-        vms,
+        appliance,
         files: contents
             .members
             .iter()
@@ -90,12 +81,10 @@ pub fn inspect(path: &Path, configuration: Option<&str>) -> Result<Inspection> {
                 size: m.size,
             })
             .collect(),
+        // Problems are not fatal here: they are reported among the warnings.
         verification: VerificationSummary {
-            manifest: v.manifest.clone(),
-            entries_ok: v.entries.iter().filter(|e| e.ok).count(),
-            entries: v.entries.len(),
-            signature,
             problems: Vec::new(),
+            ..VerificationSummary::of(&v)
         },
         warnings: v.warnings.clone(),
     })

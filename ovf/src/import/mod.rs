@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::descriptor::{self, DiskFormat, MapOptions, VmDescription};
+use crate::descriptor::{self, ApplianceDescription, Backing, DiskFormat, MapOptions};
 use crate::package::{
     self, MemberRole, PackageError, PackageOptions, PackageReader, SignatureStatus, VerifyOptions,
 };
@@ -74,6 +74,23 @@ pub struct VerificationSummary {
     pub problems: Vec<String>,
 }
 
+impl VerificationSummary {
+    /// Summarises a package verification.
+    pub fn of(v: &package::Verification) -> Self {
+        VerificationSummary {
+            manifest: v.manifest.clone(),
+            entries_ok: v.entries.iter().filter(|e| e.ok).count(),
+            entries: v.entries.len(),
+            signature: match &v.signature {
+                SignatureStatus::Unsigned => "unsigned".to_string(),
+                SignatureStatus::Signed(s) => format!("signed by {}", s.subject),
+                SignatureStatus::Invalid(why) => format!("invalid: {why}"),
+            },
+            problems: v.problems.clone(),
+        }
+    }
+}
+
 /// The result of an import.
 #[derive(Debug, Clone, Serialize)]
 pub struct ImportReport {
@@ -83,9 +100,11 @@ pub struct ImportReport {
     pub out_dir: PathBuf,
     /// The descriptor's file name (a copy is in the output directory).
     pub descriptor: String,
-    /// One description per VirtualSystem.
-    pub vms: Vec<VmDescription>,
-    /// Disks by descriptor disk id (or output name for blank disks).
+    /// The appliance: files, disks, networks and one description per
+    /// VirtualSystem.
+    pub appliance: ApplianceDescription,
+    /// Disks by descriptor disk id (files used directly as disks or CD
+    /// media by their file id).
     pub disks: Vec<ImportedDisk>,
     /// Manifest and signature.
     pub verification: VerificationSummary,
@@ -272,20 +291,30 @@ struct FilePlan {
     iso: bool,
 }
 
-fn file_plans(vms: &[VmDescription], reader: &PackageReader) -> BTreeMap<String, FilePlan> {
+fn file_plans(app: &ApplianceDescription, reader: &PackageReader) -> BTreeMap<String, FilePlan> {
     let mut plans = BTreeMap::new();
-    for vm in vms {
-        for d in &vm.disks {
-            if let Some(f) = &d.file {
-                let Ok(href) = package::normalize_href(&f.href) else {
-                    continue;
-                };
-                let e: &mut FilePlan = plans.entry(reader.full_name(&href)).or_default();
-                e.capacity = e.capacity.max(d.capacity_bytes);
-            }
+    for f in &app.files {
+        if let Ok(href) = package::normalize_href(&f.href) {
+            plans.insert(reader.full_name(&href), FilePlan::default());
         }
+    }
+    for d in &app.disks {
+        if let Some(f) = d.file.and_then(|f| app.files.get(f.0))
+            && let Ok(href) = package::normalize_href(&f.href)
+        {
+            let e: &mut FilePlan = plans.entry(reader.full_name(&href)).or_default();
+            e.capacity = e.capacity.max(Some(d.capacity_bytes));
+            e.iso |= d.format == DiskFormat::Iso;
+        }
+    }
+    for vm in &app.vms {
         for c in &vm.cdroms {
-            if let Some(f) = &c.file
+            let file = match c.image {
+                Some(Backing::File(f)) => app.files.get(f.0),
+                Some(Backing::Disk(d)) => app.disk_file(d),
+                None => None,
+            };
+            if let Some(f) = file
                 && let Ok(href) = package::normalize_href(&f.href)
             {
                 plans.entry(reader.full_name(&href)).or_default().iso = true;
@@ -298,7 +327,7 @@ fn file_plans(vms: &[VmDescription], reader: &PackageReader) -> BTreeMap<String,
 struct Descriptor {
     name: String,
     bytes: std::sync::Arc<[u8]>,
-    vms: Vec<VmDescription>,
+    appliance: ApplianceDescription,
 }
 
 fn read_descriptor(
@@ -314,14 +343,14 @@ fn read_descriptor(
         configuration: options.configuration.clone(),
         ..MapOptions::default()
     };
-    let vms = descriptor::describe(&envelope, &map).map_err(|source| ImportError::Map {
+    let appliance = descriptor::describe(&envelope, &map).map_err(|source| ImportError::Map {
         name: name.to_string(),
         source,
     })?;
     Ok(Descriptor {
         name: name.to_string(),
         bytes,
-        vms,
+        appliance,
     })
 }
 
@@ -365,17 +394,8 @@ pub fn import(
                     )));
                 }
                 let d = read_descriptor(&member.name, bytes, options)?;
-                plans = file_plans(&d.vms, &reader);
-                let wanted: Vec<String> = d
-                    .vms
-                    .iter()
-                    .flat_map(|vm| {
-                        let disks = vm.disks.iter().filter_map(|x| x.file.as_ref());
-                        let cds = vm.cdroms.iter().filter_map(|x| x.file.as_ref());
-                        disks.chain(cds).map(|f| f.href.clone()).collect::<Vec<_>>()
-                    })
-                    .collect();
-                reader.want(wanted.iter().map(String::as_str))?;
+                plans = file_plans(&d.appliance, &reader);
+                reader.want(d.appliance.files.iter().map(|f| f.href.as_str()))?;
                 desc = Some(d);
             }
             MemberRole::Manifest | MemberRole::Certificate => {}
@@ -455,19 +475,19 @@ pub fn import(
             None => return Err(ImportError::NoDescriptor),
         },
     };
-    // Rebuild the plans against the final root, for descriptors seen last.
+    let app = &desc.appliance;
     let mut disks = Vec::new();
     let mut used = HashSet::new();
-    for vm in &desc.vms {
-        for d in &vm.disks {
-            let disk_id = d.disk_id.clone().unwrap_or_else(|| d.instance_id.clone());
-            if d.parent_disk_id.is_some() {
-                return Err(ImportError::Unsupported(format!(
-                    "disk {disk_id} is a delta over disk {}: differencing chains in packages",
-                    d.parent_disk_id.as_deref().unwrap_or("?")
-                )));
-            }
-            if let Some(f) = &d.file {
+    for d in &app.disks {
+        let disk_id = d.disk_id.clone();
+        if let Some(parent) = d.parent.and_then(|p| app.disks.get(p.0)) {
+            return Err(ImportError::Unsupported(format!(
+                "disk {disk_id} is a delta over disk {}: differencing chains inside packages",
+                parent.disk_id
+            )));
+        }
+        match d.file.and_then(|f| app.files.get(f.0)) {
+            Some(f) => {
                 let full = join(&contents.root, &f.href)?;
                 let Some(c) = converted.get(&full) else {
                     return Err(ImportError::MissingFile {
@@ -476,12 +496,13 @@ pub fn import(
                     });
                 };
                 let mut c = c.clone();
-                if let Some(cap) = d.capacity_bytes.filter(|&cap| cap > c.virtual_size) {
+                let cap = d.capacity_bytes;
+                if d.format != DiskFormat::Iso && cap > c.virtual_size {
                     grow(&options.out_dir.join(&c.output), cap, &f.href)?;
                     c.virtual_size = cap;
-                } else if d.capacity_bytes.is_some_and(|cap| cap < c.virtual_size) {
+                } else if cap < c.virtual_size {
                     warnings.push(format!(
-                        "disk {disk_id}: the descriptor's capacity is smaller than the {} bytes {} holds; the disk keeps its full size",
+                        "disk {disk_id}: the descriptor's capacity of {cap} bytes is smaller than the {} bytes {} holds; the disk keeps its full size",
                         c.virtual_size, f.href
                     ));
                 }
@@ -496,13 +517,10 @@ pub fn import(
                 used.insert(full);
                 c.disk_id = Some(disk_id);
                 disks.push(c);
-            } else {
-                let Some(cap) = d.capacity_bytes else {
-                    return Err(ImportError::Unsupported(format!(
-                        "blank disk {disk_id} has no capacity"
-                    )));
-                };
-                let name = outputs.name_for(&format!("{}-{disk_id}", vm.name), ext);
+            }
+            None => {
+                let cap = d.capacity_bytes;
+                let name = outputs.name_for(&disk_id, ext);
                 let dest = outputs.track(&name);
                 let opts =
                     vhd::CreateOptions::new(options.disk_format, vhd::ImageType::Dynamic, cap);
@@ -526,16 +544,29 @@ pub fn import(
                 });
             }
         }
-        for cd in &vm.cdroms {
-            if let Some(f) = &cd.file {
-                let full = join(&contents.root, &f.href)?;
-                if let Some(c) = converted.get(&full) {
-                    used.insert(full);
-                    let mut c = c.clone();
-                    c.disk_id = Some(cd.instance_id.clone());
-                    disks.push(c);
-                }
-            }
+    }
+    // Files used directly by drives (`ovf:/file/ID`): disks or CD media.
+    for f in &app.files {
+        let full = join(&contents.root, &f.href)?;
+        if used.contains(&full) {
+            continue;
+        }
+        let direct = app.vms.iter().any(|vm| {
+            let is = |b: &Backing| matches!(b, Backing::File(i) if app.files.get(i.0) == Some(f));
+            vm.disks.iter().any(|x| is(&x.backing))
+                || vm.cdroms.iter().any(|x| x.image.as_ref().is_some_and(is))
+        });
+        if direct {
+            let Some(c) = converted.get(&full) else {
+                return Err(ImportError::MissingFile {
+                    disk_id: f.id.clone(),
+                    href: f.href.clone(),
+                });
+            };
+            let mut c = c.clone();
+            c.disk_id = Some(f.id.clone());
+            used.insert(full);
+            disks.push(c);
         }
     }
     for (name, c) in &converted {
@@ -554,24 +585,13 @@ pub fn import(
         reason: format!("cannot write {desc_name}: {e}"),
     })?;
     outputs.done = true;
-    let signature = match &verification.signature {
-        SignatureStatus::Unsigned => "unsigned".to_string(),
-        SignatureStatus::Signed(s) => format!("signed by {}", s.subject),
-        SignatureStatus::Invalid(why) => format!("invalid: {why}"),
-    };
     Ok(ImportReport {
         package: package.to_path_buf(),
         out_dir: options.out_dir.clone(),
         descriptor: desc.name,
-        vms: desc.vms,
+        appliance: desc.appliance,
         disks,
-        verification: VerificationSummary {
-            manifest: verification.manifest.clone(),
-            entries_ok: verification.entries.iter().filter(|e| e.ok).count(),
-            entries: verification.entries.len(),
-            signature,
-            problems: verification.problems.clone(),
-        },
+        verification: VerificationSummary::of(&verification),
         warnings,
     })
 }

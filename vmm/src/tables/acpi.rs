@@ -136,6 +136,18 @@ pub fn madt(cpus: u8) -> Vec<u8> {
     finish(t)
 }
 
+/// The MCFG announcing the ECAM window of PCI segment 0, bus 0.
+pub fn mcfg() -> Vec<u8> {
+    let mut t = header(b"MCFG", 1, b"VMIMMCFG");
+    t.put_u64(0); // reserved
+    t.put_u64(crate::pci::ECAM_BASE);
+    t.put_u16(0); // segment
+    t.put_u8(0); // start bus
+    t.put_u8(0); // end bus
+    t.put_u32(0); // reserved
+    finish(t)
+}
+
 /// The XSDT listing `tables`.
 pub fn xsdt(tables: &[u64]) -> Vec<u8> {
     let mut t = header(b"XSDT", 1, b"VMIMXSDT");
@@ -173,22 +185,26 @@ pub fn build(base: GuestAddress, cpus: u8) -> AcpiTables {
     let at = |off: usize| base.0 + off as u64;
     let dsdt = dsdt();
     let madt = madt(cpus);
-    // Offsets: the RSDP (36 bytes) padded to 48, then an XSDT with two entries.
+    let mcfg = mcfg();
+    // Offsets: the RSDP (36 bytes) padded to 48, then an XSDT with three entries.
     let xsdt_off = 48;
-    let xsdt_len = HEADER_SIZE + 16;
+    let xsdt_len = HEADER_SIZE + 24;
     let fadt_off = (xsdt_off + xsdt_len).next_multiple_of(16);
     let madt_off = (fadt_off + FADT_SIZE).next_multiple_of(16);
     let dsdt_off = (madt_off + madt.len()).next_multiple_of(16);
+    let mcfg_off = (dsdt_off + dsdt.len()).next_multiple_of(16);
 
     let mut bytes = rsdp(at(xsdt_off));
     align16(&mut bytes);
-    bytes.extend_from_slice(&xsdt(&[at(fadt_off), at(madt_off)]));
+    bytes.extend_from_slice(&xsdt(&[at(fadt_off), at(madt_off), at(mcfg_off)]));
     align16(&mut bytes);
     bytes.extend_from_slice(&fadt(at(dsdt_off)));
     align16(&mut bytes);
     bytes.extend_from_slice(&madt);
     align16(&mut bytes);
     bytes.extend_from_slice(&dsdt);
+    align16(&mut bytes);
+    bytes.extend_from_slice(&mcfg);
     AcpiTables { rsdp: base, bytes }
 }
 
@@ -249,7 +265,12 @@ mod tests {
         let xsdt_addr = u64_at(&t.bytes, 24);
         let x = table(&t, xsdt_addr);
         assert_eq!(&x[..4], b"XSDT");
-        assert_eq!(x.len(), 36 + 16);
+        assert_eq!(x.len(), 36 + 24);
+        let mcfg = table(&t, u64_at(x, 52));
+        assert_eq!(&mcfg[..4], b"MCFG");
+        assert_eq!(mcfg.len(), 60);
+        assert_eq!(u64_at(mcfg, 44), crate::pci::ECAM_BASE);
+        assert_eq!(&mcfg[52..56], &[0, 0, 0, 0]);
         let fadt = table(&t, u64_at(x, 36));
         assert_eq!(&fadt[..4], b"FACP");
         assert_eq!(fadt.len(), FADT_SIZE);

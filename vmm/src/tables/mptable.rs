@@ -48,9 +48,29 @@ pub fn ioapic_id(cpus: u8) -> u8 {
     cpus
 }
 
+/// Interrupt type-and-flags of a PCI INTx assignment: active low, level.
+const PCI_INT_FLAGS: u16 = 0b1111;
+/// Bus ID of the PCI root bus in the table.
+const PCI_BUS_ID: u8 = 1;
+
+/// The IOAPIC pin a PCI device's INTA# is wired to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PciIrq {
+    /// Device number on bus 0.
+    pub slot: u8,
+    /// IOAPIC input.
+    pub ioapic_pin: u8,
+}
+
 /// Builds the floating pointer followed by the configuration table, for
 /// placement at guest address `base`.
 pub fn build(base: GuestAddress, cpus: u8) -> Vec<u8> {
+    build_with_pci(base, cpus, &[])
+}
+
+/// [`build`], plus a PCI bus and an interrupt assignment for each INTA#
+/// in `pci` when there are any.
+pub fn build_with_pci(base: GuestAddress, cpus: u8, pci: &[PciIrq]) -> Vec<u8> {
     let table_addr = u32::try_from(base.0 + FLOATING_POINTER_SIZE as u64).unwrap_or(0);
     let mut fp = Vec::with_capacity(FLOATING_POINTER_SIZE);
     fp.extend_from_slice(b"_MP_");
@@ -74,6 +94,11 @@ pub fn build(base: GuestAddress, cpus: u8) -> Vec<u8> {
     entries.put_u8(MP_BUS);
     entries.put_u8(0);
     entries.extend_from_slice(b"ISA   ");
+    if !pci.is_empty() {
+        entries.put_u8(MP_BUS);
+        entries.put_u8(PCI_BUS_ID);
+        entries.extend_from_slice(b"PCI   ");
+    }
     let ioapic = ioapic_id(cpus);
     entries.put_u8(MP_IOAPIC);
     entries.put_u8(ioapic);
@@ -89,6 +114,15 @@ pub fn build(base: GuestAddress, cpus: u8) -> Vec<u8> {
         entries.put_u8(ioapic);
         entries.put_u8(pin);
     }
+    for irq in pci {
+        entries.put_u8(MP_INTSRC);
+        entries.put_u8(MP_INT);
+        entries.put_u16(PCI_INT_FLAGS);
+        entries.put_u8(PCI_BUS_ID);
+        entries.put_u8(irq.slot << 2); // device number, INTA#
+        entries.put_u8(ioapic);
+        entries.put_u8(irq.ioapic_pin);
+    }
     for (kind, lint) in [(MP_EXTINT, 0u8), (MP_NMI, 1)] {
         entries.put_u8(MP_LINTSRC);
         entries.put_u8(kind);
@@ -98,7 +132,8 @@ pub fn build(base: GuestAddress, cpus: u8) -> Vec<u8> {
         entries.put_u8(0xff); // every local APIC
         entries.put_u8(lint);
     }
-    let entry_count = usize::from(cpus) + 2 + usize::from(IOAPIC_PINS) + 2;
+    let pci_entries = if pci.is_empty() { 0 } else { 1 + pci.len() };
+    let entry_count = usize::from(cpus) + 2 + usize::from(IOAPIC_PINS) + 2 + pci_entries;
 
     let mut table = Vec::with_capacity(CONFIG_HEADER_SIZE + entries.len());
     table.extend_from_slice(b"PCMP");
@@ -130,6 +165,16 @@ pub fn write<M: GuestMemory>(
     mem.write_slice(&build(base, cpus), base)
 }
 
+/// Writes the MP table at `base` with PCI interrupt assignments.
+pub fn write_with_pci<M: GuestMemory>(
+    mem: &M,
+    base: GuestAddress,
+    cpus: u8,
+    pci: &[PciIrq],
+) -> Result<(), GuestMemoryError> {
+    mem.write_slice(&build_with_pci(base, cpus, pci), base)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +190,32 @@ mod tests {
         assert_eq!(u32::from_le_bytes(t[4..8].try_into().unwrap()), 0xf_0010);
         assert_eq!((t[8], t[9]), (1, 4));
         assert_eq!(sum(&t[..16]), 0);
+    }
+
+    #[test]
+    fn pci_interrupt_assignments() {
+        let pci = [
+            PciIrq {
+                slot: 1,
+                ioapic_pin: 9,
+            },
+            PciIrq {
+                slot: 2,
+                ioapic_pin: 10,
+            },
+        ];
+        let t = build_with_pci(GuestAddress(0xf_0000), 1, &pci);
+        let ct = &t[16..];
+        assert_eq!(sum(ct), 0);
+        let count = usize::from(u16::from_le_bytes([ct[34], ct[35]]));
+        assert_eq!(count, 1 + 28 + 3);
+        assert_eq!(usize::from(u16::from_le_bytes([ct[4], ct[5]])), ct.len());
+        let entries = &ct[44 + 20..];
+        assert_eq!(&entries[8..16], &[1, 1, b'P', b'C', b'I', b' ', b' ', b' ']);
+        let pci_int = &entries[24 + 8 * 24..];
+        assert_eq!(pci_int[..8], [3, 0, 0x0f, 0, 1, 1 << 2, 1, 9]);
+        assert_eq!(pci_int[8..16], [3, 0, 0x0f, 0, 1, 2 << 2, 1, 10]);
+        assert_eq!(pci_int[16], 4, "lint entries follow");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The block allocation table and the sector bitmaps of dynamic and
 //! differencing disks, as held in memory.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use super::be32;
 use crate::file::ImageFile;
@@ -33,6 +35,113 @@ pub enum Entry {
         /// The block's bitmap.
         bits: Bits,
     },
+}
+
+/// The in-memory BAT. Each block is one atomic word (file sector and what is
+/// known of its bitmap), so looking up an allocated block takes no lock and
+/// writes no shared memory; the bitmaps of partly present blocks sit in a
+/// map beside it, changed only under that map's write lock.
+#[derive(Debug)]
+pub struct Table {
+    slots: Vec<AtomicU64>,
+    partial: RwLock<HashMap<usize, Arc<[u8]>>>,
+}
+
+const FREE: u64 = u64::MAX;
+const UNKNOWN: u64 = 0;
+const FULL: u64 = 1;
+const PARTIAL: u64 = 2;
+
+fn encode(sector: u32, state: u64) -> u64 {
+    (state << 32) | u64::from(sector)
+}
+
+impl Table {
+    /// A table of `capacity` slots (at least `entries.len()`), the ones past
+    /// `entries` unallocated.
+    pub fn new(entries: Vec<Entry>, capacity: usize) -> Self {
+        let mut slots: Vec<AtomicU64> = Vec::with_capacity(capacity.max(entries.len()));
+        let mut partial = HashMap::new();
+        for (i, e) in entries.into_iter().enumerate() {
+            slots.push(AtomicU64::new(match e {
+                Entry::Unallocated => FREE,
+                Entry::Present { sector, bits } => match bits {
+                    Bits::Unknown => encode(sector, UNKNOWN),
+                    Bits::Full => encode(sector, FULL),
+                    Bits::Partial(m) => {
+                        partial.insert(i, m);
+                        encode(sector, PARTIAL)
+                    }
+                },
+            }));
+        }
+        while slots.len() < capacity {
+            slots.push(AtomicU64::new(FREE));
+        }
+        Table {
+            slots,
+            partial: RwLock::new(partial),
+        }
+    }
+
+    /// Block `i`, or `None` past the table.
+    pub fn get(&self, i: usize) -> Option<Entry> {
+        let slot = self.slots.get(i)?;
+        loop {
+            let v = slot.load(Ordering::Acquire);
+            if v == FREE {
+                return Some(Entry::Unallocated);
+            }
+            // The low half is the sector by construction.
+            let sector = u32::try_from(v & 0xFFFF_FFFF).unwrap_or(UNALLOCATED);
+            let bits = match v >> 32 {
+                FULL => Bits::Full,
+                PARTIAL => {
+                    let map = self.partial.read().unwrap_or_else(|e| e.into_inner());
+                    match map.get(&i) {
+                        Some(m) => Bits::Partial(m.clone()),
+                        // Became full meanwhile: look again.
+                        None => continue,
+                    }
+                }
+                _ => Bits::Unknown,
+            };
+            return Some(Entry::Present { sector, bits });
+        }
+    }
+
+    /// Records block `i` at `sector` with `bits`. Callers serialize changes
+    /// to one block (the allocation mutex).
+    pub fn set(&self, i: usize, sector: u32, bits: Bits) {
+        let mut map = self.partial.write().unwrap_or_else(|e| e.into_inner());
+        self.store(&mut map, i, sector, bits);
+    }
+
+    /// Records the bitmap read for block `i` at `sector`, unless the block
+    /// changed meanwhile.
+    pub fn resolve(&self, i: usize, sector: u32, bits: Bits) {
+        let mut map = self.partial.write().unwrap_or_else(|e| e.into_inner());
+        if self.slots.get(i).map(|s| s.load(Ordering::Acquire)) == Some(encode(sector, UNKNOWN)) {
+            self.store(&mut map, i, sector, bits);
+        }
+    }
+
+    fn store(&self, map: &mut HashMap<usize, Arc<[u8]>>, i: usize, sector: u32, bits: Bits) {
+        let Some(slot) = self.slots.get(i) else {
+            return;
+        };
+        match bits {
+            Bits::Partial(m) => {
+                map.insert(i, m);
+                slot.store(encode(sector, PARTIAL), Ordering::Release);
+            }
+            Bits::Full => {
+                slot.store(encode(sector, FULL), Ordering::Release);
+                map.remove(&i);
+            }
+            Bits::Unknown => slot.store(encode(sector, UNKNOWN), Ordering::Release),
+        }
+    }
 }
 
 /// Bytes of the sector bitmap of a block of `block_size` bytes: one bit per
@@ -150,6 +259,56 @@ pub fn read_table(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_states() {
+        let t = Table::new(
+            vec![
+                Entry::Unallocated,
+                Entry::Present {
+                    sector: 7,
+                    bits: Bits::Unknown,
+                },
+            ],
+            4,
+        );
+        assert!(matches!(t.get(0), Some(Entry::Unallocated)));
+        assert!(matches!(t.get(3), Some(Entry::Unallocated)));
+        assert!(t.get(4).is_none());
+        t.resolve(1, 7, Bits::Partial(vec![0x80; 512].into()));
+        assert!(matches!(
+            t.get(1),
+            Some(Entry::Present {
+                sector: 7,
+                bits: Bits::Partial(_)
+            })
+        ));
+        // A stale resolution does not overwrite what is known.
+        t.resolve(1, 7, Bits::Full);
+        assert!(matches!(
+            t.get(1),
+            Some(Entry::Present {
+                bits: Bits::Partial(_),
+                ..
+            })
+        ));
+        t.set(1, 7, Bits::Full);
+        assert!(matches!(
+            t.get(1),
+            Some(Entry::Present {
+                sector: 7,
+                bits: Bits::Full
+            })
+        ));
+        t.set(2, 9, Bits::Full);
+        assert!(matches!(
+            t.get(2),
+            Some(Entry::Present {
+                sector: 9,
+                bits: Bits::Full
+            })
+        ));
+    }
 
     #[test]
     fn bitmap_geometry() {

@@ -253,7 +253,8 @@ fn check_blocks(
     regions.sort_unstable();
     let mut pos = 0u64;
     for (s, e) in &regions {
-        if *s > pos && *s - pos >= 512 {
+        // Gaps under 4 KiB are the padding that aligns a block's data.
+        if *s > pos && *s - pos >= 4096 {
             c.add(
                 Severity::Leak,
                 pos,

@@ -4,7 +4,6 @@ use std::fs::OpenOptions as FsOpenOptions;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use super::bat::Entry;
 use super::footer::{DiskType, FOOTER_SIZE, Footer, MAX_SIZE};
 use super::geometry::Geometry;
 use super::header::{
@@ -203,9 +202,9 @@ pub fn resize(img: &VhdImage, new_size: u64) -> Result<()> {
             Ok(())
         }
         Layout::Sparse(s) => {
+            // The table may grow into its padding (the sector it ends in).
             let padding_entries =
                 (u64::from(s.header.max_table_entries) * 4).next_multiple_of(512) / 4;
-            let capacity = u64::from(s.header.max_table_entries) * s.block_size;
             if new_size.div_ceil(s.block_size) > padding_entries {
                 return Err(Error::unsupported(
                     Format::Vhd,
@@ -220,21 +219,21 @@ pub fn resize(img: &VhdImage, new_size: u64) -> Result<()> {
                 img.write_zeroes(new_size, old - new_size)?;
             }
             img.flush()?;
-            let st = lock(&s.alloc);
-            let mut header = s.header.clone();
-            if new_size > capacity {
+            let mut st = lock(&s.alloc);
+            let entries = u64::from(st.table_entries);
+            if new_size > entries * s.block_size {
+                let mut header = s.header.clone();
                 header.max_table_entries = u32::try_from(new_size.div_ceil(s.block_size))
                     .map_err(|_| invalid("too many blocks"))?;
-                let old_entries = u64::from(s.header.max_table_entries);
-                let added = u64::from(header.max_table_entries) - old_entries;
+                let added = u64::from(header.max_table_entries) - entries;
                 let fill = vec![0xFFu8; usize::try_from(added * 4).unwrap_or(0)];
-                file.write_all_at(&fill, s.header.table_offset + old_entries * 4)?;
+                file.write_all_at(&fill, s.header.table_offset + entries * 4)?;
                 file.sync_data()?;
                 let at = read(&img.footer).data_offset;
                 file.write_all_at(&header.encode(), at)?;
-                let mut map = write(&s.map);
-                let len = usize::try_from(header.max_table_entries).unwrap_or(usize::MAX);
-                map.resize(len, Entry::Unallocated);
+                st.table_entries = header.max_table_entries;
+                // The in-memory table already has a slot for every entry
+                // the padding can hold.
             }
             let mut footer = write(&img.footer);
             footer.current_size = new_size;

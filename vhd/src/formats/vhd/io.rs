@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock};
 
 use super::bat::{self, Bits, Entry};
 use super::footer::Footer;
-use super::{AllocState, Sparse, lock, read, write};
+use super::{AllocState, Sparse, lock, read};
 use crate::file::ImageFile;
 use crate::{Allocation, DiskImage, Error, Extent, Format, Result};
 
@@ -60,6 +60,8 @@ enum Block {
 }
 
 const SECTOR: u64 = 512;
+/// Alignment of a new block's data in the file.
+const ALIGN: u64 = 4096;
 
 impl Sparse {
     fn diff(&self) -> bool {
@@ -89,7 +91,7 @@ impl Sparse {
 
     /// The block `i`, reading its bitmap the first time.
     fn block(&self, file: &ImageFile, i: usize) -> Result<Block> {
-        let entry = read(&self.map).get(i).cloned();
+        let entry = self.map.get(i);
         let data = |sector: u32| u64::from(sector) * SECTOR + self.bitmap_size;
         match entry {
             None => Err(Error::InvalidArgument(format!(
@@ -103,14 +105,7 @@ impl Sparse {
                     let mut m = vec![0u8; idx(self.bitmap_size)];
                     file.read_at_zero_fill(&mut m, u64::from(sector) * SECTOR)?;
                     let bits = bat::classify(m, self.sectors_per_block());
-                    let mut map = write(&self.map);
-                    if let Some(Entry::Present { sector: s, bits: b }) = map.get_mut(i)
-                        && *s == sector
-                        && matches!(b, Bits::Unknown)
-                    {
-                        *b = bits;
-                    }
-                    drop(map);
+                    self.map.resolve(i, sector, bits);
                     self.block(file, i)
                 }
             },
@@ -332,8 +327,8 @@ impl Sparse {
         let mut bits = map.to_vec();
         bat::set_bits(&mut bits, from, to);
         let new = bat::classify(bits, self.sectors_per_block());
-        if let Some(Entry::Present { bits, .. }) = write(&self.map).get_mut(i) {
-            *bits = new;
+        if let Some(Entry::Present { sector, .. }) = self.map.get(i) {
+            self.map.set(i, sector, new);
         }
         if !st.dirty.contains(&i) {
             st.dirty.push(i);
@@ -354,7 +349,11 @@ impl Sparse {
         voff: u64,
         footer: &RwLock<Footer>,
     ) -> Result<()> {
-        let block_at = st.next_free;
+        // Blocks start so that their data is 4 KiB-aligned in the file:
+        // page-aligned copies, and holes punched by discard free whole
+        // pages. The padding (at most 3.5 KiB) is zeroed below.
+        let block_at = (st.next_free + self.bitmap_size).next_multiple_of(ALIGN) - self.bitmap_size;
+        let pad_at = st.next_free;
         let sector = u32::try_from(block_at / SECTOR)
             .ok()
             .filter(|s| *s != bat::UNALLOCATED)
@@ -366,6 +365,9 @@ impl Sparse {
             })?;
         let data = block_at + self.bitmap_size;
         let footer_at = data + self.block_size;
+        // The space is taken even if a write below fails: a later block
+        // must never find this one's data in its unwritten sectors.
+        st.next_free = footer_at;
         let mut bitmap = vec![0u8; idx(self.bitmap_size)];
         if self.diff() {
             // The rest of the block lies past the old end of the file and
@@ -380,16 +382,17 @@ impl Sparse {
                 file.write_all_at(d, data + in_block)?;
             }
         }
+        if block_at > pad_at {
+            // The old footer sits there: leave no stale copy in the middle.
+            file.write_all_at(&vec![0u8; idx(block_at - pad_at)], pad_at)?;
+        }
         file.write_all_at(&bitmap, block_at)?;
         file.write_all_at(&read(footer).encode(), footer_at)?;
         file.sync_data()?;
         let entry_at = self.header.table_offset + 4 * i as u64;
         file.write_all_at(&sector.to_be_bytes(), entry_at)?;
-        st.next_free = footer_at;
         let bits = bat::classify(bitmap, self.sectors_per_block());
-        if let Some(e) = write(&self.map).get_mut(i) {
-            *e = Entry::Present { sector, bits };
-        }
+        self.map.set(i, sector, bits);
         Ok(())
     }
 
@@ -399,16 +402,15 @@ impl Sparse {
         let _serial = lock(&self.flush_lock);
         let pending: Vec<(usize, u64, Vec<u8>)> = {
             let mut st = lock(&self.alloc);
-            let map = read(&self.map);
             st.dirty
                 .drain(..)
-                .filter_map(|i| match map.get(i) {
+                .filter_map(|i| match self.map.get(i) {
                     Some(Entry::Present { sector, bits }) => {
                         let bytes = match bits {
                             Bits::Partial(m) => m.to_vec(),
                             _ => vec![0xFF; idx(self.bitmap_size)],
                         };
-                        Some((i, u64::from(*sector) * SECTOR, bytes))
+                        Some((i, u64::from(sector) * SECTOR, bytes))
                     }
                     _ => None,
                 })
@@ -449,10 +451,9 @@ impl Sparse {
             Block::Unallocated => match &self.parent {
                 None => {
                     // Extend over following unallocated blocks.
-                    let map = read(&self.map);
                     let mut length = n;
                     let mut j = i + 1;
-                    while length < len && matches!(map.get(j), Some(Entry::Unallocated)) {
+                    while length < len && matches!(self.map.get(j), Some(Entry::Unallocated)) {
                         length = (length + self.block_size).min(len);
                         j += 1;
                     }

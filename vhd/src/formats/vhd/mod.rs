@@ -9,20 +9,35 @@
 //!   sector bitmap, MSB first, padded to 512 bytes, followed by the data),
 //!   then the footer.
 //!
-//! The disk size follows the rule real producers expect (see
-//! [`footer::Footer::virtual_size`]). Images created here carry the creator
-//! application `vmim` and a current size equal to the requested size rounded
-//! up to 512 bytes; QEMU 10 reads them at that size (it uses the geometry
-//! only for `vpc ` and `qemu`), older QEMU versions at the size of the CHS
-//! geometry, which can be smaller.
+//! The disk size follows the rule real producers expect: the CHS geometry's
+//! size for disks made by Virtual PC (`vpc `) and old QEMU (`qemu`) unless
+//! the geometry is the maximum, the footer's current size for everyone else
+//! (Hyper-V `win `, Disk2vhd `d2v `, QEMU `qem2`, Azure `wa\0\0`, ...),
+//! as QEMU 10 does. Disks over 2040 GiB are not created. Block sizes are
+//! powers of two from 512 bytes to 256 MiB (default 2 MiB).
 //!
-//! Concurrency: reads and writes to allocated blocks take a read lock on the
-//! in-memory BAT only for the lookup. Allocation and bitmap changes take one
-//! mutex. Crash safety of allocation: the new block's data, bitmap and the
+//! Images created here carry the creator application `vmim` and a current
+//! size equal to the requested size rounded up to 512 bytes; QEMU 10 reads
+//! them at that size (it uses the geometry only for `vpc ` and `qemu`),
+//! older QEMU versions at the size of the CHS geometry, which can be
+//! smaller.
+//!
+//! Sector bitmaps: a dynamic disk's new block gets every bit set (what is
+//! not written reads as zeros from the file), so its bitmap never changes
+//! again. A differencing disk marks sectors present in 4 KiB grains (whole
+//! bitmap bytes), merging the parent's data into partly written grains.
+//! Bitmaps written by others are honoured sector by sector.
+//!
+//! Concurrency: reads and writes to allocated blocks look the block up in
+//! an in-memory BAT of atomic words, taking no lock (partly present blocks
+//! take a read lock on their bitmap map). Allocation and bitmap changes
+//! take one mutex. Crash safety of allocation: the new block's data, bitmap and the
 //! footer moved to the new end are written, the file is flushed, and only
-//! then is the BAT entry written; a power cut leaks at most that block. Bits
-//! set in an existing block's bitmap are written at the next flush, after
-//! the data they cover is durable.
+//! then is the BAT entry written (the footer goes before the BAT entry so
+//! that no durable entry ever points past the end of the file, which QEMU
+//! refuses); a power cut leaks at most that block. Bits set in an existing
+//! block's bitmap are written at the next flush, after the data they cover
+//! is durable.
 
 mod bat;
 mod check;
@@ -74,7 +89,7 @@ struct Sparse {
     header: DynamicHeader,
     block_size: u64,
     bitmap_size: u64,
-    map: RwLock<Vec<Entry>>,
+    map: bat::Table,
     alloc: Mutex<AllocState>,
     flush_lock: Mutex<()>,
     parent: Option<Box<Image>>,
@@ -87,6 +102,8 @@ struct AllocState {
     next_free: u64,
     /// Blocks whose in-memory bitmap has bits the file lacks.
     dirty: Vec<usize>,
+    /// Entries the header declares now (resize can add some).
+    table_entries: u32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -300,6 +317,11 @@ impl VhdImage {
             }
         }
         let next_free = next_free.next_multiple_of(512);
+        let table_entries = header.max_table_entries;
+        // Room for growth within the table's padding (see resize).
+        let capacity =
+            usize::try_from((u64::from(header.max_table_entries) * 4).next_multiple_of(512) / 4)
+                .unwrap_or(usize::MAX);
         let parent = if footer.disk_type == DiskType::Differencing {
             let candidates = locator::candidates(file, &header, file_len)?;
             let p = crate::open_parent(file.path(), &candidates, ctx)?;
@@ -312,10 +334,11 @@ impl VhdImage {
             header,
             block_size,
             bitmap_size,
-            map: RwLock::new(map),
+            map: bat::Table::new(map, capacity),
             alloc: Mutex::new(AllocState {
                 next_free,
                 dirty: Vec::new(),
+                table_entries,
             }),
             flush_lock: Mutex::new(()),
             parent,

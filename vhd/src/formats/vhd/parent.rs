@@ -7,8 +7,9 @@
 //!   otherwise it must equal the parent footer's time stamp (what this crate
 //!   writes) or the parent file's modification time (what some Windows tools
 //!   write).
-//! - VHDX parent: the recorded id must equal one of the identifiers the
-//!   parent reports (its data write GUID is what this crate records).
+//! - VHDX parent: the recorded id must equal the parent's DataWriteGuid
+//!   (which changes when the parent's data does), as a VHDX child's
+//!   parent_linkage does.
 //! - raw parent: a raw file has no identity; nothing is compared (the
 //!   recorded id is nil).
 
@@ -55,17 +56,13 @@ pub fn check_identity(child: &Path, header: &DynamicHeader, parent: &Image) -> R
             }
             Ok(())
         }
-        Image::Vhdx(_) => {
-            let ids: Vec<Uuid> = info
-                .identifiers
-                .iter()
-                .filter_map(|(_, v)| Uuid::parse_str(v).ok())
-                .collect();
-            if ids.contains(&want) {
+        Image::Vhdx(v) => {
+            let have = v.data_write_guid();
+            if have == want {
                 Ok(())
             } else {
                 Err(mismatch(format!(
-                    "the child records parent id {want}, which the parent does not carry"
+                    "the child records parent id {want}, the parent's data write guid is {have}"
                 )))
             }
         }
@@ -77,17 +74,7 @@ pub fn check_identity(child: &Path, header: &DynamicHeader, parent: &Image) -> R
 pub fn identity_of(parent: &Image, path: &Path) -> ([u8; 16], u32) {
     match parent {
         Image::Vhd(p) => (*p.uuid().as_bytes(), p.timestamp()),
-        Image::Vhdx(_) => {
-            let info = parent.info();
-            let pick = info
-                .identifiers
-                .iter()
-                .find(|(k, _)| k.contains("data_write"))
-                .or_else(|| info.identifiers.first())
-                .and_then(|(_, v)| Uuid::parse_str(v).ok())
-                .unwrap_or(Uuid::nil());
-            (*pick.as_bytes(), mtime(path).unwrap_or(0))
-        }
+        Image::Vhdx(v) => (*v.data_write_guid().as_bytes(), mtime(path).unwrap_or(0)),
         Image::Raw(_) => ([0; 16], mtime(path).unwrap_or(0)),
     }
 }

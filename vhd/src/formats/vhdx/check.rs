@@ -52,10 +52,11 @@ pub(super) fn check_file(path: &Path, repair: bool) -> Result<CheckReport> {
     if let Some(r) = &replay {
         report.log_was_dirty = true;
         report.add(
-            Severity::Error,
+            Severity::Warning,
             Some(log_region.offset),
             format!(
-                "the log holds {} unreplayed updates (up to sequence {})",
+                "the log holds {} unreplayed updates (up to sequence {}); a read-write \
+                 open replays them",
                 r.updates.len(),
                 r.last_sequence_number
             ),

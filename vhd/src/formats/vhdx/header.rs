@@ -68,7 +68,9 @@ impl Header {
                 self.version
             )));
         }
-        if self.log_version != 0 {
+        // Only version 0 exists; another version matters only when there
+        // is a log to replay.
+        if self.log_version != 0 && !self.log_guid.is_nil() {
             return Err(unsupported(format!(
                 "log version {} (only version 0 is defined)",
                 self.log_version

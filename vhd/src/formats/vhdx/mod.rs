@@ -18,6 +18,13 @@
 //! else; metadata changes then go through the log. A clean close (drop)
 //! writes a header with a zero LogGuid, marking the log empty; `flush`
 //! leaves the log in place, since its entries are already applied.
+//!
+//! Allocation: a new block is appended, its data written and its BAT entry
+//! set in memory at once (readers see it); the BAT page is logged at the
+//! next `flush` (or metadata commit, or when 32 pages are pending), after a
+//! flush of the data. So the data is always durable before the entry that
+//! points at it, and a power cut loses only allocations no flush covered.
+//! Sector bitmap updates, state changes and resizes are logged at once.
 
 mod bat;
 mod check;
@@ -31,6 +38,7 @@ mod parent;
 mod region;
 mod update;
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -66,6 +74,9 @@ pub struct VhdxImage {
     writer: Box<Mutex<Writer>>,
     /// Set once this session's header (new GUIDs) is durable.
     session: AtomicBool,
+    /// The virtual size, readable without the layout lock (a resize stores
+    /// it after the layout has changed).
+    virtual_size: AtomicU64,
     /// One past the last byte a block may occupy (the file's extent).
     file_end: AtomicU64,
     /// Unapplied log of a dirty image opened read-only.
@@ -90,6 +101,9 @@ struct Writer {
     alloc_end: u64,
     /// Whether a metadata update failed half-way (the log must then stay).
     failed: bool,
+    /// BAT pages holding allocations not yet logged (their data not yet
+    /// known durable).
+    pending: BTreeSet<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -237,8 +251,10 @@ impl VhdxImage {
                 log: None,
                 alloc_end,
                 failed: false,
+                pending: BTreeSet::new(),
             })),
             session: AtomicBool::new(false),
+            virtual_size: AtomicU64::new(geometry.virtual_size),
             file_end: AtomicU64::new(file_len),
             replay,
             parent,
@@ -278,7 +294,7 @@ impl VhdxImage {
     }
 
     fn size(&self) -> u64 {
-        read_lock(&self.layout).geometry.virtual_size
+        self.virtual_size.load(Ordering::Acquire)
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -341,7 +357,7 @@ impl DiskImage for VhdxImage {
         if self.read_only {
             return Ok(());
         }
-        self.file.sync_data()
+        update::flush(self)
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {

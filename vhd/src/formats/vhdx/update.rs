@@ -35,6 +35,7 @@ pub(super) fn start_session(img: &VhdxImage) -> Result<()> {
     h.file_write_guid = Uuid::new_v4();
     h.data_write_guid = Uuid::new_v4();
     h.log_guid = Uuid::new_v4();
+    h.log_version = 0;
     let slot = 1 - w.slot;
     img.file
         .write_all_at(&h.encode()[..], HEADER_OFFSETS[slot])?;
@@ -53,6 +54,7 @@ pub(super) fn close_session(img: &VhdxImage) -> Result<()> {
     if w.failed {
         return Ok(());
     }
+    commit(img, &mut w, &read_lock(&img.layout), Vec::new())?;
     img.file.sync_data()?;
     let mut h = w.header.next()?;
     h.log_guid = Uuid::nil();
@@ -65,8 +67,32 @@ pub(super) fn close_session(img: &VhdxImage) -> Result<()> {
     Ok(())
 }
 
-/// Commits `updates` through the log.
-fn commit(img: &VhdxImage, w: &mut Writer, updates: &[LogUpdate]) -> Result<()> {
+/// Most BAT pages allocations may leave pending before they are logged.
+const MAX_PENDING_PAGES: usize = 32;
+
+/// Commits `updates` through the log, together with the BAT pages of every
+/// pending allocation, whose data is flushed first.
+fn commit(
+    img: &VhdxImage,
+    w: &mut Writer,
+    layout: &Layout,
+    mut updates: Vec<LogUpdate>,
+) -> Result<()> {
+    if !w.pending.is_empty() {
+        img.file.sync_data()?;
+        for &page in &w.pending {
+            let offset = layout.bat.page_offset(page);
+            let listed = updates
+                .iter()
+                .any(|u| matches!(u, LogUpdate::Page { offset: o, .. } if *o == offset));
+            if !listed {
+                let data = layout
+                    .bat
+                    .page_bytes(page, |off, buf| img.read_file(buf, off))?;
+                updates.push(LogUpdate::Page { offset, data });
+            }
+        }
+    }
     if updates.is_empty() {
         return Ok(());
     }
@@ -75,11 +101,38 @@ fn commit(img: &VhdxImage, w: &mut Writer, updates: &[LogUpdate]) -> Result<()> 
         .log
         .as_mut()
         .ok_or_else(|| Error::InvalidArgument("metadata update outside a session".into()))?;
-    let r = log.commit(&img.file, updates, end, end);
+    let r = log.commit(&img.file, &updates, end, end);
     if r.is_err() {
         w.failed = true;
+    } else {
+        w.pending.clear();
     }
     r
+}
+
+/// Points BAT entry `index` at a new block whose data is written (not yet
+/// flushed): readers see it at once; the log records it at the next flush
+/// or metadata commit, after the data is durable.
+fn defer(img: &VhdxImage, w: &mut Writer, layout: &Layout, index: u64, value: u64) -> Result<()> {
+    layout.bat.set(index, value);
+    w.pending.insert(index / ENTRIES_PER_PAGE);
+    if w.pending.len() >= MAX_PENDING_PAGES {
+        commit(img, w, layout, Vec::new())?;
+    }
+    Ok(())
+}
+
+/// Makes every completed write durable: data, then the pending BAT pages
+/// through the log.
+pub(super) fn flush(img: &VhdxImage) -> Result<()> {
+    if img.session.load(Ordering::Acquire) {
+        let mut w = lock(&img.writer);
+        if !w.pending.is_empty() {
+            let layout = read_lock(&img.layout);
+            return commit(img, &mut w, &layout, Vec::new());
+        }
+    }
+    img.file.sync_data()
 }
 
 /// Log updates for BAT entries `changes` (index, value), one per page.
@@ -117,7 +170,7 @@ fn commit_bat(
 ) -> Result<()> {
     let mut updates = extra;
     updates.extend(bat_updates(img, layout, changes)?);
-    commit(img, w, &updates)?;
+    commit(img, w, layout, updates)?;
     for &(i, v) in changes {
         layout.bat.set(i, v);
     }
@@ -237,7 +290,7 @@ pub(super) fn write_slow(img: &VhdxImage, block: u64, in_off: u64, data: &[u8]) 
             img.file.sync_data()?;
             let first = bit0 + s0 / lss;
             let updates = bitmap_updates(img, sb, first, first + count, false)?;
-            commit(img, &mut w, &updates)
+            commit(img, &mut w, &layout, updates)
         }
         PayloadState::NotPresent if differencing && !whole => {
             let sb_index = layout.geometry.bitmap_index(block);
@@ -266,23 +319,21 @@ pub(super) fn write_slow(img: &VhdxImage, block: u64, in_off: u64, data: &[u8]) 
             // zeros holding the data.
             let off = append(img, &mut w, bs)?;
             img.file.write_all_at(data, off + in_off)?;
-            img.file.sync_data()?;
             let entry = make_entry(PayloadState::FullyPresent.bits(), off);
-            commit_bat(img, &mut w, &layout, &[(b.index, entry)], Vec::new())
+            defer(img, &mut w, &layout, b.index, entry)
         }
     }
 }
 
 /// Allocates fresh blocks for several pieces at once (each a block, an
-/// offset in it and the data): data written, one flush, one commit. A piece
-/// whose block changed state meanwhile goes through [`write_slow`].
+/// offset in it and the data). A piece whose block changed state meanwhile
+/// goes through [`write_slow`].
 pub(super) fn allocate_many(img: &VhdxImage, pieces: &[(u64, u64, &[u8])]) -> Result<()> {
     let bs = u64::from(img.meta.block_size);
     let mut later = Vec::new();
     {
         let mut w = lock(&img.writer);
         let layout = read_lock(&img.layout);
-        let mut changes = Vec::new();
         for &(block, in_off, data) in pieces {
             let b = lookup(img, &layout, block)?;
             let whole = in_off == 0 && data.len() as u64 == bs;
@@ -295,18 +346,10 @@ pub(super) fn allocate_many(img: &VhdxImage, pieces: &[(u64, u64, &[u8])]) -> Re
                 _ => {
                     let off = append(img, &mut w, bs)?;
                     img.file.write_all_at(data, off + in_off)?;
-                    changes.push((b.index, make_entry(PayloadState::FullyPresent.bits(), off)));
+                    let entry = make_entry(PayloadState::FullyPresent.bits(), off);
+                    defer(img, &mut w, &layout, b.index, entry)?;
                 }
             }
-            if changes.len() == 64 {
-                img.file.sync_data()?;
-                commit_bat(img, &mut w, &layout, &changes, Vec::new())?;
-                changes.clear();
-            }
-        }
-        if !changes.is_empty() {
-            img.file.sync_data()?;
-            commit_bat(img, &mut w, &layout, &changes, Vec::new())?;
         }
     }
     for (block, in_off, data) in later {
@@ -451,7 +494,7 @@ fn relocate_bat(img: &VhdxImage, w: &mut Writer, layout: &mut Layout, entries: u
             });
         }
     }
-    commit(img, w, &updates)?;
+    commit(img, w, layout, updates)?;
     layout.bat = BatCache::new(new_offset, u64::from(len), layout.bat.entries);
     img.file.punch_hole(old_offset, old_len)?;
     Ok(())
@@ -479,6 +522,8 @@ pub(super) fn resize(img: &VhdxImage, new_size: u64) -> Result<()> {
     start_session(img)?;
     let mut w = lock(&img.writer);
     let mut layout = write_lock(&img.layout);
+    // Pending allocations are logged first: the BAT may move below.
+    commit(img, &mut w, &layout, Vec::new())?;
     let old = layout.geometry;
     let geo = Geometry::new(
         old.block_size,
@@ -549,7 +594,8 @@ pub(super) fn resize(img: &VhdxImage, new_size: u64) -> Result<()> {
         }
         updates.push(LogUpdate::Page { offset: page, data });
     }
-    commit(img, &mut w, &updates)?;
+    commit(img, &mut w, &layout, updates)?;
     layout.geometry = geo;
+    img.virtual_size.store(new_size, Ordering::Release);
     Ok(())
 }

@@ -20,6 +20,14 @@
 //! leaves exactly that state after a power cut, with nothing lost, so
 //! [`read_log`] reports "nothing to replay" there, as QEMU does, rather than
 //! making a consistent image impossible to open.
+//!
+//! Where QEMU differs (block/vhdx-log.c): it ranks sequences by their first
+//! entry rather than their head and ignores the head's Tail, so of a
+//! sequence of several unapplied entries that wraps round the end of the
+//! region it replays only the entries after the wrap. Here the whole
+//! sequence is replayed, from the entry the head's Tail names, as the
+//! specification says. The writer below never leaves such a log: `commit`
+//! applies every entry before the next one is written.
 
 mod format;
 mod scan;
@@ -29,6 +37,8 @@ mod writer;
 mod qemu_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod writer_tests;
 
 use std::fmt;
 
@@ -101,9 +111,8 @@ pub(crate) struct LogRegion {
 pub(crate) struct Replay {
     /// Every update of the active sequence, in log order; later ones win.
     pub updates: Vec<LogUpdate>,
-    /// The head entry's FlushedFileOffset (already checked against the file
-    /// size while reading; kept for reports).
-    #[allow(dead_code)]
+    /// The head entry's FlushedFileOffset (already checked against the file).
+    #[allow(dead_code)] // a description of the log, for reports
     pub flushed_file_offset: u64,
     /// The head entry's LastFileOffset: the file is at least this long after replay.
     pub last_file_offset: u64,

@@ -14,15 +14,15 @@ use super::writer::encode;
 use super::*;
 use crate::ErrorKind;
 
-const LOG_AT: u64 = 1 << 20;
-const LOG_LEN: u32 = 1 << 20;
-const FILE_LEN: u64 = 4 << 20;
+pub(super) const LOG_AT: u64 = 1 << 20;
+pub(super) const LOG_LEN: u32 = 1 << 20;
+pub(super) const FILE_LEN: u64 = 4 << 20;
 
-fn guid(n: u8) -> Uuid {
+pub(super) fn guid(n: u8) -> Uuid {
     Uuid::from_bytes([n; 16])
 }
 
-fn region() -> LogRegion {
+pub(super) fn region() -> LogRegion {
     LogRegion {
         offset: LOG_AT,
         length: LOG_LEN,
@@ -30,7 +30,7 @@ fn region() -> LogRegion {
 }
 
 /// A temporary file of `len` bytes, every byte 0xEE (so that zeroing shows).
-fn scratch(len: u64) -> (tempfile::TempDir, ImageFile) {
+pub(super) fn scratch(len: u64) -> (tempfile::TempDir, ImageFile) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log.vhdx");
     std::fs::write(&path, vec![0xEEu8; usize::try_from(len).unwrap()]).unwrap();
@@ -42,7 +42,7 @@ fn scratch(len: u64) -> (tempfile::TempDir, ImageFile) {
     (dir, ImageFile::new(f, &path))
 }
 
-fn page(seed: u8) -> Box<[u8; 4096]> {
+pub(super) fn page(seed: u8) -> Box<[u8; 4096]> {
     let mut p = Box::new([0u8; 4096]);
     for (i, b) in p.iter_mut().enumerate() {
         *b = seed.wrapping_mul(31).wrapping_add((i % 251) as u8);
@@ -50,13 +50,13 @@ fn page(seed: u8) -> Box<[u8; 4096]> {
     p
 }
 
-fn read(file: &ImageFile, offset: u64, len: usize) -> Vec<u8> {
+pub(super) fn read(file: &ImageFile, offset: u64, len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len];
     file.read_at_zero_fill(&mut v, offset).unwrap();
     v
 }
 
-fn header(seq: u64, tail: u32, count: u32, length: u32, log_guid: Uuid) -> EntryHeader {
+pub(super) fn header(seq: u64, tail: u32, count: u32, length: u32, log_guid: Uuid) -> EntryHeader {
     EntryHeader {
         checksum: 0,
         entry_length: length,
@@ -71,7 +71,7 @@ fn header(seq: u64, tail: u32, count: u32, length: u32, log_guid: Uuid) -> Entry
 }
 
 /// An entry holding `updates`, as the writer lays it out.
-fn entry(updates: &[LogUpdate], seq: u64, tail: u32, log_guid: Uuid) -> Vec<u8> {
+pub(super) fn entry(updates: &[LogUpdate], seq: u64, tail: u32, log_guid: Uuid) -> Vec<u8> {
     let data = updates
         .iter()
         .filter(|u| matches!(u, LogUpdate::Page { .. }))
@@ -82,22 +82,22 @@ fn entry(updates: &[LogUpdate], seq: u64, tail: u32, log_guid: Uuid) -> Vec<u8> 
 }
 
 /// Recomputes the checksum of an entry after it was altered.
-fn reseal(bytes: &mut [u8]) {
+pub(super) fn reseal(bytes: &mut [u8]) {
     let mut first = [0u8; SECTOR_LEN];
     first.copy_from_slice(&bytes[..SECTOR_LEN]);
     let crc = crc32c::crc32c_append(checksum_first_sector(&first), &bytes[SECTOR_LEN..]);
     set_checksum(bytes, crc);
 }
 
-fn put(file: &ImageFile, pos: u64, bytes: &[u8]) {
+pub(super) fn put(file: &ImageFile, pos: u64, bytes: &[u8]) {
     file.write_all_at(bytes, LOG_AT + pos).unwrap();
 }
 
-fn replay(file: &ImageFile, g: Uuid) -> Option<Replay> {
+pub(super) fn replay(file: &ImageFile, g: Uuid) -> Option<Replay> {
     read_log(file, region(), g).unwrap()
 }
 
-fn two_updates() -> Vec<LogUpdate> {
+pub(super) fn two_updates() -> Vec<LogUpdate> {
     vec![
         LogUpdate::Page {
             offset: 3 << 20,
@@ -251,33 +251,6 @@ fn many_descriptors_span_several_descriptor_sectors() {
 }
 
 #[test]
-fn commit_applies_and_leaves_nothing_newer_to_replay() {
-    let (_d, file) = scratch(FILE_LEN);
-    let mut w = LogWriter::new(region(), guid(1), 1);
-    w.commit(&file, &two_updates(), FILE_LEN, FILE_LEN).unwrap();
-    assert_eq!(read(&file, 3 << 20, 4096), page(1).to_vec());
-    let second = vec![LogUpdate::Page {
-        offset: 3 << 20,
-        data: page(2),
-    }];
-    w.commit(&file, &second, FILE_LEN, FILE_LEN).unwrap();
-    assert_eq!(read(&file, 3 << 20, 4096), page(2).to_vec());
-    // The newest entry names itself as the tail: replay holds it alone.
-    let r = replay(&file, guid(1)).unwrap();
-    assert_eq!(r.last_sequence_number, 2);
-    assert_eq!(r.updates, second);
-}
-
-#[test]
-fn commit_extends_the_file_to_last_file_offset() {
-    let (_d, file) = scratch(FILE_LEN);
-    let mut w = LogWriter::new(region(), guid(1), 1);
-    w.commit(&file, &two_updates(), FILE_LEN, FILE_LEN + (2 << 20))
-        .unwrap();
-    assert_eq!(file.len().unwrap(), FILE_LEN + (2 << 20));
-}
-
-#[test]
 fn replay_extends_the_file_and_zeroes_past_its_end() {
     let (_d, file) = scratch(FILE_LEN);
     let mut w = LogWriter::new(region(), guid(1), 1);
@@ -292,28 +265,6 @@ fn replay_extends_the_file_and_zeroes_past_its_end() {
     assert_eq!(file.len().unwrap(), FILE_LEN + (4 << 20));
     assert_eq!(read(&file, FILE_LEN - 8192, 4096), vec![0xEE; 4096]);
     assert_eq!(read(&file, FILE_LEN - 4096, 4096), vec![0; 4096]);
-}
-
-#[test]
-fn unapplied_entries_form_one_sequence_replayed_in_order() {
-    let (_d, file) = scratch(FILE_LEN);
-    let mut w = LogWriter::new(region(), guid(1), 1);
-    let a = vec![LogUpdate::Page {
-        offset: 3 << 20,
-        data: page(1),
-    }];
-    let b = vec![LogUpdate::Page {
-        offset: 3 << 20,
-        data: page(2),
-    }];
-    w.write_entry_only(&file, &a, FILE_LEN, FILE_LEN).unwrap();
-    w.write_entry_only(&file, &b, FILE_LEN, FILE_LEN).unwrap();
-    let r = replay(&file, guid(1)).unwrap();
-    assert_eq!(r.last_sequence_number, 2);
-    assert_eq!(r.updates, [a.clone(), b.clone()].concat());
-    // A commit after them applies them all, in order.
-    w.commit(&file, &[], FILE_LEN, FILE_LEN).unwrap();
-    assert_eq!(read(&file, 3 << 20, 4096), page(2).to_vec());
 }
 
 #[test]
@@ -567,45 +518,6 @@ fn log_region_must_be_aligned_and_inside_the_file() {
 }
 
 #[test]
-fn sequence_wrapping_around_the_end_of_the_log_replays() {
-    let (_d, file) = scratch(FILE_LEN);
-    let mut w = LogWriter::new(region(), guid(1), 40);
-    // Two sectors before the end: the first entry (8 KiB) ends exactly at
-    // the end of the region, the second starts at its beginning.
-    w.start_at(u64::from(LOG_LEN) - 8192);
-    let a = vec![LogUpdate::Page {
-        offset: 3 << 20,
-        data: page(1),
-    }];
-    let b = vec![
-        LogUpdate::Page {
-            offset: (3 << 20) + 4096,
-            data: page(2),
-        },
-        LogUpdate::Page {
-            offset: (3 << 20) + 8192,
-            data: page(3),
-        },
-    ];
-    w.write_entry_only(&file, &a, FILE_LEN, FILE_LEN).unwrap();
-    w.write_entry_only(&file, &b, FILE_LEN, FILE_LEN).unwrap();
-    let r = replay(&file, guid(1)).unwrap();
-    assert_eq!(r.last_sequence_number, 41);
-    assert_eq!(r.updates, [a.clone(), b].concat());
-    // An entry that cannot follow them before the end is refused.
-    let big: Vec<LogUpdate> = (0..250u64)
-        .map(|i| LogUpdate::Page {
-            offset: (2 << 20) + i * 4096,
-            data: page(4),
-        })
-        .collect();
-    let e = w
-        .write_entry_only(&file, &big, FILE_LEN, FILE_LEN)
-        .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
-}
-
-#[test]
 fn entry_straddling_the_end_of_the_log_is_read_circularly() {
     let (_d, file) = scratch(FILE_LEN);
     let updates = two_updates();
@@ -615,116 +527,6 @@ fn entry_straddling_the_end_of_the_log_is_read_circularly() {
     put(&file, 0, &bytes[4096..]);
     let r = replay(&file, guid(1)).unwrap();
     assert_eq!(r.updates, updates);
-}
-
-#[test]
-fn writer_wraps_without_straddling_or_overwriting_the_previous_entry() {
-    let (_d, file) = scratch(FILE_LEN);
-    let mut w = LogWriter::new(region(), guid(1), 1);
-    // 600 commits of 12 KiB entries go round the 1 MiB log several times.
-    for i in 0..600u64 {
-        let updates = vec![
-            LogUpdate::Page {
-                offset: 3 << 20,
-                data: page((i % 200) as u8),
-            },
-            LogUpdate::Page {
-                offset: (3 << 20) + 4096,
-                data: page((i % 7) as u8),
-            },
-        ];
-        w.commit(&file, &updates, FILE_LEN, FILE_LEN).unwrap();
-        let r = replay(&file, guid(1)).unwrap();
-        assert_eq!(r.last_sequence_number, i + 1);
-        assert_eq!(r.updates, updates);
-        let mut log = vec![0u8; LOG_LEN as usize];
-        file.read_exact_at(&mut log, LOG_AT).unwrap();
-        let mut view = scan::LogView::memory(&log, LOG_AT);
-        let head = *scan::find_active(&mut view, guid(1))
-            .unwrap()
-            .unwrap()
-            .head()
-            .unwrap();
-        assert!(head.pos + u64::from(head.header.entry_length) <= u64::from(LOG_LEN));
-    }
-}
-
-#[test]
-fn entry_too_large_for_the_log_is_refused() {
-    let (_d, file) = scratch(FILE_LEN);
-    let small = LogRegion {
-        offset: LOG_AT,
-        length: 64 << 10,
-    };
-    let mut w = LogWriter::new(small, guid(1), 1);
-    let updates: Vec<LogUpdate> = (0..16u64)
-        .map(|i| LogUpdate::Page {
-            offset: (3 << 20) + i * 4096,
-            data: page(1),
-        })
-        .collect();
-    let e = w.commit(&file, &updates, FILE_LEN, FILE_LEN).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
-    // One that fits is fine, but the next may not overwrite it.
-    w.commit(&file, &updates[..10], FILE_LEN, FILE_LEN).unwrap();
-    let e = w
-        .commit(&file, &updates[..10], FILE_LEN, FILE_LEN)
-        .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
-    w.commit(&file, &updates[..4], FILE_LEN, FILE_LEN).unwrap();
-}
-
-#[test]
-fn misaligned_updates_are_refused() {
-    let (_d, file) = scratch(FILE_LEN);
-    let mut w = LogWriter::new(region(), guid(1), 1);
-    for bad in [
-        LogUpdate::Page {
-            offset: 512,
-            data: page(1),
-        },
-        LogUpdate::Zero {
-            offset: 3 << 20,
-            length: 100,
-        },
-        LogUpdate::Zero {
-            offset: 3 << 20,
-            length: 0,
-        },
-        LogUpdate::Zero {
-            offset: u64::MAX - 4095,
-            length: 8192,
-        },
-        LogUpdate::Page {
-            offset: LOG_AT,
-            data: page(1),
-        },
-    ] {
-        let e = w
-            .commit(&file, std::slice::from_ref(&bad), FILE_LEN, FILE_LEN)
-            .unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{bad:?}");
-    }
-}
-
-#[test]
-fn sequence_numbers_up_to_u64_max() {
-    let (_d, file) = scratch(FILE_LEN);
-    let mut w = LogWriter::new(region(), guid(1), u64::MAX - 1);
-    let u = two_updates();
-    w.write_entry_only(&file, &u, FILE_LEN, FILE_LEN).unwrap();
-    w.write_entry_only(&file, &u, FILE_LEN, FILE_LEN).unwrap();
-    let r = replay(&file, guid(1)).unwrap();
-    assert_eq!(r.last_sequence_number, u64::MAX);
-    assert_eq!(r.updates.len(), 4);
-    let e = w
-        .write_entry_only(&file, &u, FILE_LEN, FILE_LEN)
-        .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
-    // Nothing follows u64::MAX, even an entry that looks like its successor.
-    put(&file, 2 * 8192, &entry(&u, 0, 0, guid(1)));
-    let r = replay(&file, guid(1)).unwrap();
-    assert_eq!(r.last_sequence_number, u64::MAX);
 }
 
 #[test]
@@ -797,4 +599,35 @@ fn random_bytes_never_panic_or_hang() {
         let mut view = scan::LogView::memory(&log, LOG_AT);
         let _ = scan::find_active(&mut view, guid(1));
     }
+}
+
+/// What the writer did to the file, in order.
+#[test]
+fn log_read_from_the_file_finds_what_the_memory_copy_finds() {
+    // Large logs are read sector by sector from the file instead of copied.
+    let (_d, file) = scratch(FILE_LEN);
+    let a = two_updates();
+    put(
+        &file,
+        u64::from(LOG_LEN) - 4096,
+        &entry(&a, 7, LOG_LEN - 4096, guid(1))[..4096],
+    );
+    put(&file, 0, &entry(&a, 7, LOG_LEN - 4096, guid(1))[4096..]);
+    let mut from_file = scan::LogView::file(&file, LOG_AT, u64::from(LOG_LEN));
+    let s = scan::find_active(&mut from_file, guid(1)).unwrap().unwrap();
+    let updates = scan::collect_updates(&mut from_file, &s, guid(1)).unwrap();
+    assert_eq!(updates, a);
+    assert_eq!(s.head().unwrap().pos, u64::from(LOG_LEN) - 4096);
+}
+
+#[test]
+fn empty_region_or_nil_guid_has_nothing_to_replay() {
+    let (_d, file) = scratch(FILE_LEN);
+    put(&file, 0, &entry(&two_updates(), 1, 0, guid(1)));
+    let empty = LogRegion {
+        offset: LOG_AT,
+        length: 0,
+    };
+    assert!(read_log(&file, empty, guid(1)).unwrap().is_none());
+    assert!(read_log(&file, region(), Uuid::nil()).unwrap().is_none());
 }

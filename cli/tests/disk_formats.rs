@@ -1,0 +1,237 @@
+//! `vmimport disk` through the real binary on VHD and VHDX images of every
+//! type: create, info, convert, map, commit, resize, check, compare.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn vmimport(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vmimport"))
+        .args(args)
+        .output()
+        .expect("running vmimport")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = vmimport(args);
+    assert!(
+        out.status.success(),
+        "vmimport {args:?} failed ({:?}): {}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&ok(args)).expect("valid JSON")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Writes `count` 64 KiB requests from `offset` with `disk bench -w`, whose
+/// data carries a verifiable pattern.
+fn write_some(img: &Path, offset: &str, count: &str) {
+    ok(&[
+        "disk",
+        "bench",
+        "-w",
+        "-s",
+        "64K",
+        "-c",
+        count,
+        "-o",
+        offset,
+        "--flush-every",
+        "8",
+        s(img),
+    ]);
+}
+
+#[test]
+fn every_type_is_created_described_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    for (fmt, kind, extra) in [
+        ("vhd", "fixed", vec![]),
+        ("vhd", "dynamic", vec!["--block-size", "512K"]),
+        ("vhdx", "fixed", vec![]),
+        ("vhdx", "dynamic", vec!["--block-size", "1M"]),
+        (
+            "vhdx",
+            "dynamic",
+            vec![
+                "--logical-sector-size",
+                "4096",
+                "--physical-sector-size",
+                "4096",
+                "--block-size",
+                "1M",
+            ],
+        ),
+    ] {
+        let name = format!("{fmt}-{kind}-{}.img", extra.len());
+        let img = dir.path().join(&name);
+        let mut args = vec!["disk", "create", "-f", fmt, "-t", kind];
+        args.extend(extra.iter().copied());
+        args.extend([s(&img), "20M"]);
+        ok(&args);
+        write_some(&img, "1M", "40");
+        let v = json(&["disk", "info", "--output", "json", s(&img)]);
+        assert_eq!(v["format"], fmt, "{name}");
+        assert_eq!(v["type"], kind, "{name}");
+        assert_eq!(v["virtual_size"], 20 << 20, "{name}");
+        if extra.contains(&"4096") {
+            assert_eq!(v["logical_sector_size"], 4096);
+        }
+        if fmt == "vhdx" {
+            assert_eq!(v["log_dirty"], false, "{name}");
+        }
+        if kind == "dynamic" {
+            assert!(
+                v["allocated_bytes"].as_u64().unwrap() >= 40 * 65536,
+                "{name}: {v}"
+            );
+            assert!(v["unallocated_bytes"].as_u64().unwrap() > 0, "{name}");
+        }
+        let c = json(&["disk", "check", "--output", "json", s(&img)]);
+        assert_eq!(c["format"], fmt);
+        let errors = c["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["severity"] == "error" || f["severity"] == "leak")
+            .count();
+        assert_eq!(errors, 0, "{name}: {c}");
+        // qemu-img reads what we wrote the same way (it cannot read
+        // 4 KiB-sector VHDX).
+        if !extra.contains(&"4096") {
+            let raw = dir.path().join(format!("{name}.raw"));
+            ok(&["disk", "convert", "-O", "raw", s(&img), s(&raw)]);
+            let qfmt = if fmt == "vhd" { "vpc" } else { "vhdx" };
+            let q = Command::new("qemu-img")
+                .args(["compare", "-f", qfmt, "-F", "raw", s(&img), s(&raw)])
+                .output()
+                .unwrap();
+            assert!(
+                q.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&q.stdout)
+            );
+        }
+    }
+}
+
+#[test]
+fn differencing_chain_info_map_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    for fmt in ["vhd", "vhdx"] {
+        let base = dir.path().join(format!("base.{fmt}"));
+        let child = dir.path().join(format!("child.{fmt}"));
+        ok(&["disk", "create", "-f", fmt, s(&base), "16M"]);
+        write_some(&base, "0", "32"); // 2 MiB at 0
+        ok(&["disk", "create", "-f", fmt, "--parent", s(&base), s(&child)]);
+        write_some(&child, "8M", "16"); // 1 MiB at 8 MiB
+        let v = json(&["disk", "info", "--output", "json", s(&child)]);
+        assert_eq!(v["type"], "differencing");
+        assert_eq!(v["parent"]["format"], fmt);
+        // Parent data is reported at the parent's block granularity.
+        let parent_bytes = v["parent_bytes"].as_u64().unwrap();
+        assert!((2 << 20..=15 << 20).contains(&parent_bytes), "{fmt}: {v}");
+        let map = json(&["disk", "map", "--output", "json", s(&child)]);
+        let from_parent = map
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["allocation"] == "data" && e["depth"] == 1)
+            .map(|e| e["length"].as_u64().unwrap())
+            .sum::<u64>();
+        assert_eq!(from_parent, parent_bytes, "{fmt}");
+        // Flatten, commit, and the parent alone now reads as the chain did.
+        let flat = dir.path().join(format!("flat-{fmt}.raw"));
+        ok(&["disk", "convert", "-O", "raw", s(&child), s(&flat)]);
+        ok(&["disk", "commit", s(&child)]);
+        assert_eq!(
+            vmimport(&["disk", "compare", s(&base), s(&flat)])
+                .status
+                .code(),
+            Some(0),
+            "{fmt}"
+        );
+        // The child is valid and empty over the updated parent.
+        assert_eq!(
+            vmimport(&["disk", "compare", s(&child), s(&flat)])
+                .status
+                .code(),
+            Some(0)
+        );
+        let v = json(&["disk", "info", "--output", "json", s(&child)]);
+        assert_eq!(v["allocated_bytes"], 0, "{fmt}: {v}");
+        // Committing the base, which has no parent, is refused.
+        assert_eq!(
+            vmimport(&["disk", "commit", s(&base)]).status.code(),
+            Some(1)
+        );
+    }
+}
+
+#[test]
+fn convert_between_every_pair_and_resize() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.vhdx");
+    ok(&["disk", "create", "-f", "vhdx", s(&src), "24M"]);
+    write_some(&src, "3M", "50");
+    let mut prev = src.clone();
+    for (i, fmt) in ["vhd", "raw", "vhdx", "vhd", "vhdx"].iter().enumerate() {
+        let out = dir.path().join(format!("c{i}.{fmt}"));
+        ok(&["disk", "convert", "-O", fmt, s(&prev), s(&out)]);
+        assert_eq!(
+            vmimport(&["disk", "compare", s(&src), s(&out)])
+                .status
+                .code(),
+            Some(0),
+            "{fmt}"
+        );
+        prev = out;
+    }
+    // Grow a VHDX; shrinking over data is refused.
+    ok(&["disk", "resize", s(&prev), "40M"]);
+    assert_eq!(
+        json(&["disk", "info", "--output", "json", s(&prev)])["virtual_size"],
+        40 << 20
+    );
+    let o = vmimport(&["disk", "resize", "--shrink", s(&prev), "4M"]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn check_reports_damage_with_exit_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("d.vhdx");
+    ok(&["disk", "create", "-f", "vhdx", s(&img), "16M"]);
+    // Damage both headers' checksums: the image can no longer be opened.
+    let mut bytes = std::fs::read(&img).unwrap();
+    for off in [64 << 10, 128 << 10] {
+        bytes[off + 4] ^= 0xff;
+    }
+    std::fs::write(&img, &bytes).unwrap();
+    let o = vmimport(&["disk", "check", s(&img)]);
+    assert!(matches!(o.status.code(), Some(1) | Some(2)), "{o:?}");
+    assert_eq!(vmimport(&["disk", "info", s(&img)]).status.code(), Some(1));
+    // A VHD whose footer copy is damaged: an error that --repair fixes.
+    let vhd = dir.path().join("d.vhd");
+    ok(&["disk", "create", "-f", "vhd", s(&vhd), "16M"]);
+    let mut bytes = std::fs::read(&vhd).unwrap();
+    bytes[100] ^= 0xff; // inside the footer copy at offset 0
+    std::fs::write(&vhd, &bytes).unwrap();
+    let o = vmimport(&["disk", "check", s(&vhd)]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    ok(&["disk", "check", "--repair", s(&vhd)]);
+    assert_eq!(vmimport(&["disk", "check", s(&vhd)]).status.code(), Some(0));
+}
