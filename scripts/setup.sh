@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond Rust, on Debian: the second
 # VHD/VHDX oracle (libvhdi's Python binding), the C toolchain that builds the
-# fixture guest, the tools the tests drive, and the fuzzing toolchain. Safe to run again: it installs
-# only what is missing.
+# fixture guest, the tools the tests drive, and the fuzzing toolchain. Safe
+# to run again: it installs only what is missing.
 set -euo pipefail
 
 need=()
