@@ -17,6 +17,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         let options = MapOptions {
             configuration: Some(configuration),
             system_type: Some("vmx-07".into()),
+            // A user's value for a property a capacity may refer to.
+            property_values: vec![("size".into(), "4".into())],
         };
         let _ = describe(&envelope, &options);
     }
