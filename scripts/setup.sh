@@ -6,7 +6,7 @@
 set -euo pipefail
 
 need=()
-for pkg in python3-libvhdi gcc binutils make openssl tar gzip; do
+for pkg in python3-libvhdi gcc binutils make openssl tar gzip acpica-tools; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -4,11 +4,12 @@
 //! event blocks, as Firecracker does), an 8042 and the reset register at
 //! I/O port 0x64 with value 0xfe, which the i8042 model turns into a VM
 //! exit. The MADT lists one enabled local APIC per vCPU, the IOAPIC and
-//! LINT1 as NMI on every processor. The DSDT is an empty definition block
-//! until devices that need AML (PCI) exist.
+//! LINT1 as NMI on every processor. The DSDT describes the PCI host bridge
+//! ([`super::dsdt`]); the MCFG announces its ECAM window.
 
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryError};
 
+use super::dsdt::{self, PciHost};
 use super::{PutLe, checksum};
 use crate::layout::{IOAPIC_START, LAPIC_START};
 use crate::tables::mptable::ioapic_id;
@@ -32,6 +33,17 @@ pub const IAPC_8042: u16 = 1 << 1;
 pub const IAPC_VGA_NOT_PRESENT: u16 = 1 << 2;
 /// MADT flag: dual 8259 PICs are installed.
 pub const MADT_PCAT_COMPAT: u32 = 1;
+
+/// Why the tables could not be built or written.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The DSDT cannot describe the PCI host bridge as given.
+    #[error("cannot build the dsdt")]
+    Dsdt(#[from] dsdt::Error),
+    /// Guest memory refused the tables.
+    #[error("cannot write the acpi tables to guest memory")]
+    Memory(#[source] GuestMemoryError),
+}
 
 /// The tables laid out for one address.
 #[derive(Debug, Clone)]
@@ -76,9 +88,13 @@ fn gas_none(v: &mut Vec<u8>) {
     v.extend_from_slice(&[0; 12]);
 }
 
-/// The DSDT: a header-only definition block.
-pub fn dsdt() -> Vec<u8> {
-    finish(header(b"DSDT", 6, b"VMIMDSDT"))
+/// The DSDT: the PCI host bridge `host` and the motherboard resources.
+/// Revision 6 (at least 2) makes AML integers 64 bits wide, which the
+/// 64-bit window needs.
+pub fn dsdt(host: &PciHost) -> Result<Vec<u8>, dsdt::Error> {
+    let mut t = header(b"DSDT", 6, b"VMIMDSDT");
+    t.extend_from_slice(&dsdt::definition_block(host)?);
+    Ok(finish(t))
 }
 
 /// The FADT pointing at the DSDT.
@@ -180,10 +196,10 @@ fn align16(v: &mut Vec<u8>) {
     }
 }
 
-/// Lays the tables out from `base`: RSDP, XSDT, FADT, MADT, DSDT.
-pub fn build(base: GuestAddress, cpus: u8) -> AcpiTables {
+/// Lays the tables out from `base`: RSDP, XSDT, FADT, MADT, DSDT, MCFG.
+pub fn build(base: GuestAddress, cpus: u8, host: &PciHost) -> Result<AcpiTables, Error> {
     let at = |off: usize| base.0 + off as u64;
-    let dsdt = dsdt();
+    let dsdt = dsdt(host)?;
     let madt = madt(cpus);
     let mcfg = mcfg();
     // Offsets: the RSDP (36 bytes) padded to 48, then an XSDT with three entries.
@@ -205,7 +221,7 @@ pub fn build(base: GuestAddress, cpus: u8) -> AcpiTables {
     bytes.extend_from_slice(&dsdt);
     align16(&mut bytes);
     bytes.extend_from_slice(&mcfg);
-    AcpiTables { rsdp: base, bytes }
+    Ok(AcpiTables { rsdp: base, bytes })
 }
 
 /// Writes the tables at `base`; returns the RSDP address.
@@ -213,15 +229,18 @@ pub fn write<M: GuestMemory>(
     mem: &M,
     base: GuestAddress,
     cpus: u8,
-) -> Result<GuestAddress, GuestMemoryError> {
-    let tables = build(base, cpus);
-    mem.write_slice(&tables.bytes, base)?;
+    host: &PciHost,
+) -> Result<GuestAddress, Error> {
+    let tables = build(base, cpus, host)?;
+    mem.write_slice(&tables.bytes, base)
+        .map_err(Error::Memory)?;
     Ok(tables.rsdp)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tables::mptable::PciIrq;
 
     fn sum(b: &[u8]) -> u8 {
         b.iter().fold(0u8, |s, x| s.wrapping_add(*x))
@@ -259,9 +278,13 @@ mod tests {
         assert_eq!(u64_at(&r, 24), 0xe_0030);
     }
 
+    fn host(intx: &[PciIrq]) -> PciHost<'_> {
+        PciHost::new(intx, 5 << 30)
+    }
+
     #[test]
     fn table_tree_is_consistent() {
-        let t = build(GuestAddress(0xe_0000), 3);
+        let t = build(GuestAddress(0xe_0000), 3, &host(&[])).unwrap();
         let xsdt_addr = u64_at(&t.bytes, 24);
         let x = table(&t, xsdt_addr);
         assert_eq!(&x[..4], b"XSDT");
@@ -285,6 +308,8 @@ mod tests {
         assert_eq!(fadt[128], 0xfe);
         let dsdt = table(&t, u64_at(fadt, 140));
         assert_eq!(&dsdt[..4], b"DSDT");
+        assert_eq!(dsdt[8], 6, "dsdt revision 2+ for 64-bit integers");
+        assert_eq!(&dsdt[36..], dsdt::definition_block(&host(&[])).unwrap());
         let madt = table(&t, u64_at(x, 44));
         assert_eq!(&madt[..4], b"APIC");
         assert_eq!(u32_at(madt, 36), 0xfee0_0000);
@@ -316,8 +341,29 @@ mod tests {
     }
 
     #[test]
-    fn tables_fit_the_acpi_area_at_the_cpu_limit() {
-        let t = build(GuestAddress(0xe_0000), crate::config::MAX_VCPUS);
+    fn tables_fit_the_acpi_area_at_the_cpu_and_slot_limits() {
+        let intx: Vec<PciIrq> = (0..32)
+            .map(|slot| PciIrq {
+                slot,
+                ioapic_pin: 23,
+            })
+            .collect();
+        let t = build(
+            GuestAddress(0xe_0000),
+            crate::config::MAX_VCPUS,
+            &PciHost::new(&intx, crate::layout::MAX_MEMORY),
+        )
+        .unwrap();
         assert!(t.bytes.len() as u64 <= crate::layout::MPTABLE_START.0 - 0xe_0000);
+    }
+
+    #[test]
+    fn a_bad_wiring_is_a_typed_error() {
+        let bad = [PciIrq {
+            slot: 32,
+            ioapic_pin: 5,
+        }];
+        let err = build(GuestAddress(0xe_0000), 1, &host(&bad)).unwrap_err();
+        assert!(matches!(err, Error::Dsdt(dsdt::Error::InvalidSlot(32))));
     }
 }

@@ -1,7 +1,12 @@
-//! Firmware tables that announce the CPUs and interrupt wiring to the
-//! guest: the Intel MP table and the ACPI tables.
+//! Firmware tables that announce the CPUs, the interrupt wiring and the PCI
+//! host bridge to the guest: the Intel MP table and the ACPI tables, whose
+//! DSDT is AML built by [`aml`].
 
 pub mod acpi;
+pub mod aml;
+#[cfg(test)]
+mod aml_walk;
+pub mod dsdt;
 pub mod mptable;
 
 /// The byte that makes `bytes` sum to zero (mod 256) when added.
