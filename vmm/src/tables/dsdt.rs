@@ -35,7 +35,10 @@ const IO_LOW_END: u16 = 0x0cf7;
 /// First port of the I/O window above CONFIG_DATA (the firmware convention
 /// of starting it at the next 256-port boundary).
 const IO_HIGH_START: u16 = 0x0d00;
+/// CONFIG_ADDRESS and CONFIG_DATA, the ports the bridge itself decodes.
+const CONFIG_PORTS: u8 = 8;
 const _: () = assert!(pci::CONFIG_ADDRESS_PORT == IO_LOW_END as u64 + 1);
+const _: () = assert!(pci::CONFIG_IO_LEN == CONFIG_PORTS as u64);
 const _: () = assert!(pci::CONFIG_ADDRESS_PORT + pci::CONFIG_IO_LEN <= IO_HIGH_START as u64);
 
 /// What the DSDT cannot describe.
@@ -122,7 +125,7 @@ fn bridge_resources(host: &PciHost) -> Result<Vec<Resource>, Error> {
             min: IO_LOW_END + 1,
             max: IO_LOW_END + 1,
             alignment: 1,
-            length: 8,
+            length: CONFIG_PORTS,
         },
         Resource::WordIo {
             usage: Usage::Producer,
