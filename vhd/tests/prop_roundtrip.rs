@@ -2,7 +2,8 @@
 //! parse (every format, type and parameter an image can be created with
 //! opens with exactly those parameters), and write then read (any sequence
 //! of writes, zeroings and discards reads back as a byte model of the disk,
-//! before and after a reopen, through differencing children too).
+//! before and after a reopen, staging or not, through differencing children
+//! too).
 
 use std::path::Path;
 
@@ -36,7 +37,12 @@ fn op(sector: u64) -> impl Strategy<Value = Op> {
 
 fn pattern(len: u64, offset: u64, seed: u8) -> Vec<u8> {
     (0..len)
-        .map(|i| (((offset + i) % 251) as u8).wrapping_mul(31).wrapping_add(seed) | 1)
+        .map(|i| {
+            (((offset + i) % 251) as u8)
+                .wrapping_mul(31)
+                .wrapping_add(seed)
+                | 1
+        })
         .collect()
 }
 
@@ -103,10 +109,14 @@ proptest! {
         ((format, image_type, sector), ops) in kinds().prop_flat_map(|k| {
             (Just(k), prop::collection::vec(op(u64::from(k.2)), 1..12))
         }),
+        staging in any::<bool>(),
     ) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("disk");
         let image = create(&path, format, image_type, sector);
+        // A staging image skips ordering flushes; the final flush must
+        // still leave a complete, consistent image.
+        image.set_staging(staging);
         let mut model = vec![0u8; usize::try_from(SIZE).unwrap()];
         for op in &ops {
             apply(&image, &mut model, op);

@@ -117,6 +117,8 @@ pub fn convert(
     };
     let _ = fs::remove_file(&tmp.path);
     let out = crate::create(&tmp.path, &create)?;
+    // Nothing opens the temporary file before its final flush and rename.
+    out.set_staging(true);
     // A second handle on the output, only to start its write-back early.
     let behind = fs::File::open(&tmp.path).ok();
     let stats = copy(source, &out, progress, behind.as_ref())?;
