@@ -142,8 +142,9 @@ impl<R: Read> StreamReader<R> {
 
     /// The grains that grain-table entries mark as zeroed (the header's
     /// zeroed-grain flag), as sorted byte ranges of the disk, none of which
-    /// holds a grain of the stream. Complete once [`next_grain`]
-    /// (Self::next_grain) has returned `None`; empty without the flag.
+    /// holds a grain of the stream. Complete once
+    /// [`next_grain`](Self::next_grain) has returned `None`; empty without
+    /// the flag.
     /// On a standalone disk they read as zeros like holes; in a delta
     /// disk they hide the parent's data where holes show it.
     pub fn zeroed_grains(&self) -> &[Range<u64>] {
