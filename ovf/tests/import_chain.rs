@@ -130,6 +130,15 @@ fn check(report: &ImportReport, out: &Path, format: vhd::Format, app: &Appliance
     want.sort();
     assert_eq!(listing(out), want);
 
+    // The structure of every image, by the image crate's checker (qemu-img
+    // cannot open differencing VHDX or check VHD).
+    if format != vhd::Format::Raw {
+        for d in [base, child, grand, sibling] {
+            let r = vhd::check(&out.join(&d.output), false).unwrap();
+            assert!(r.is_clean(), "{}: {:?}", d.output, r.findings);
+        }
+    }
+
     // Tools we did not write.
     let expected = |name: &str, l: &Layer| {
         let p = tmp.join(format!("expected-{name}.raw"));
@@ -325,6 +334,13 @@ fn a_child_larger_than_its_parent() {
         assert_same(&format!("{format} big child"), &got, &child.content);
         let b = report.disk("base").unwrap();
         assert_eq!(b.virtual_size, SIZE as u64);
+        if format == vhd::Format::Vhdx {
+            // The part past the parent is zeros in the child itself, so
+            // libvhdi (which cannot read a parent past its end) reads it.
+            let expected = tmp.path().join("expected-big.raw");
+            std::fs::write(&expected, &child.content).unwrap();
+            libvhdi_matches(&[out.join(&c.output), out.join(&b.output)], &expected);
+        }
     }
     // A differencing VHD keeps its parent's size: refused, nothing left.
     let out = tmp.path().join("out-vhd");
@@ -393,6 +409,87 @@ fn blank_disks_in_chains() {
             // there it checks the chain under the snapshot.
             let from = usize::from(format == vhd::Format::Vhdx);
             libvhdi_matches(&chain[from..], &expected);
+        }
+    }
+}
+
+#[test]
+fn raw_children_define_every_byte() {
+    // A plain raw child and a gzip-compressed one over a VMDK base: their
+    // zeros hide the base's data just as their data does.
+    let base = layer(31, SIZE, None);
+    let mut plain = chain::layer(32, SIZE, None).content;
+    plain[..SIZE / 4].fill(0);
+    let mut packed = chain::layer(33, SIZE, None).content;
+    packed[SIZE / 2..].fill(0);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &packed).unwrap();
+    let gz = gz.finish().unwrap();
+    let ovf = descriptor(
+        &[
+            DiskDef {
+                id: "base",
+                href: Some("base.vmdk"),
+                capacity: SIZE as u64,
+                parent: None,
+            },
+            DiskDef {
+                id: "plain",
+                href: Some("plain.raw"),
+                capacity: SIZE as u64,
+                parent: Some("base"),
+            },
+            DiskDef {
+                id: "packed",
+                href: Some("packed.raw.gz"),
+                capacity: SIZE as u64,
+                parent: Some("base"),
+            },
+        ],
+        &["plain", "packed"],
+    );
+    let files = [
+        ("base.vmdk", &base.stream[..]),
+        ("plain.raw", &plain[..]),
+        ("packed.raw.gz", &gz[..]),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let orders: [&[&str]; 3] = [
+        &[
+            "chain.ovf",
+            "base.vmdk",
+            "plain.raw",
+            "packed.raw.gz",
+            "chain.mf",
+        ],
+        &[
+            "chain.ovf",
+            "plain.raw",
+            "packed.raw.gz",
+            "base.vmdk",
+            "chain.mf",
+        ],
+        &[
+            "base.vmdk",
+            "plain.raw",
+            "chain.ovf",
+            "packed.raw.gz",
+            "chain.mf",
+        ],
+    ];
+    for (i, order) in orders.iter().enumerate() {
+        let pkg = tmp.path().join(format!("raw-{i}.ova"));
+        std::fs::write(&pkg, ova(&ovf, &files, order)).unwrap();
+        for format in FORMATS {
+            let out = tmp.path().join(format!("out-{i}-{format}"));
+            let report = import_as(&pkg, &out, format).unwrap();
+            for (id, want) in [("plain", &plain), ("packed", &packed)] {
+                let d = report.disk(id).unwrap();
+                assert_eq!(d.parent.as_deref(), Some("base"));
+                let got = read_image(&out.join(&d.output), format);
+                assert_same(&format!("order {i}, {format}, {id}"), &got, want);
+            }
+            assert!(listing(&out).iter().all(|n| !n.starts_with('.')));
         }
     }
 }

@@ -126,7 +126,16 @@ impl Target<'_> {
                     opts.physical_sector_size = Some(p.physical_sector_size().max(4096));
                 }
                 drop(p);
-                vhd::create(self.dest, &opts).map_err(|e| disk_err(href, e))
+                let out = vhd::create(self.dest, &opts).map_err(|e| disk_err(href, e))?;
+                if size > parent.size {
+                    // Past its parent's end a child reads zeros; say so
+                    // in the child (zero blocks, cheap), so that no reader
+                    // has to look for the parent's data beyond its end
+                    // (libvhdi fails there).
+                    out.write_zeroes(parent.size, size - parent.size)
+                        .map_err(|e| disk_err(href, e))?;
+                }
+                Ok(out)
             }
         }
     }
