@@ -493,3 +493,53 @@ fn raw_children_define_every_byte() {
         }
     }
 }
+
+#[test]
+fn a_child_smaller_than_its_parent_is_not_cut() {
+    let base = layer(41, SIZE, None);
+    let half = SIZE / 2;
+    let child = layer(42, half, Some(&base.content));
+    let mut want = base.content.clone();
+    want[..half].copy_from_slice(&child.content);
+    let ovf = descriptor(
+        &[
+            DiskDef {
+                id: "base",
+                href: Some("base.vmdk"),
+                capacity: SIZE as u64,
+                parent: None,
+            },
+            DiskDef {
+                id: "child",
+                href: Some("child.vmdk"),
+                capacity: half as u64,
+                parent: Some("base"),
+            },
+        ],
+        &["child"],
+    );
+    let files = [
+        ("base.vmdk", &base.stream[..]),
+        ("child.vmdk", &child.stream[..]),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let pkg = tmp.path().join("small.ova");
+    let order = ["chain.ovf", "base.vmdk", "child.vmdk", "chain.mf"];
+    std::fs::write(&pkg, ova(&ovf, &files, &order)).unwrap();
+    for format in FORMATS {
+        let out = tmp.path().join(format!("out-{format}"));
+        let report = import_as(&pkg, &out, format).unwrap();
+        let c = report.disk("child").unwrap();
+        assert_eq!(c.virtual_size, SIZE as u64, "{format}");
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| w.contains("disk child") && w.contains("keeps its full size")),
+            "{:?}",
+            report.warnings
+        );
+        let got = read_image(&out.join(&c.output), format);
+        assert_same(&format!("{format} small child"), &got, &want);
+    }
+}
