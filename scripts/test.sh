@@ -7,3 +7,4 @@ bash scripts/setup.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+bash scripts/fuzz.sh smoke

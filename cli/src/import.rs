@@ -8,6 +8,11 @@ use clap::{Args, ValueEnum};
 use ovf::descriptor::{ApplianceDescription, Backing, VmDescription};
 use ovf::import::{ImportOptions, ImportReport, ImportedDisk};
 use serde::Serialize;
+use vmm::config::{
+    BootConfig, DiskConfig, DiskFormat, MAX_VCPUS, MIN_MEMORY, NicConfig, OsInfo, ProductInfo,
+    SerialConfig, VmConfig,
+};
+use vmm::layout::MAX_MEMORY;
 
 use crate::disk::{fail, print_json};
 use crate::output::{OutputFormat, human_size};
@@ -59,60 +64,6 @@ pub struct InspectArgs {
     package: PathBuf,
 }
 
-/// One disk of a VM definition.
-#[derive(Debug, Serialize)]
-struct DiskDef {
-    path: String,
-    format: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    bus: Option<String>,
-    readonly: bool,
-}
-
-/// One network adapter of a VM definition (informational).
-#[derive(Debug, Serialize)]
-struct NicDef {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    network: Option<String>,
-    model: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    mac: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct OsDef {
-    id: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct ProductDef {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    vendor: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    version: Option<String>,
-}
-
-/// The VM definition written beside the disks (see README, "VM
-/// definition"): what `vmimport run` reads.
-#[derive(Debug, Serialize)]
-struct VmDefinition {
-    name: String,
-    cpus: u32,
-    memory: u64,
-    #[serde(rename = "disk")]
-    disks: Vec<DiskDef>,
-    #[serde(rename = "nic")]
-    nics: Vec<NicDef>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    os: Option<OsDef>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    product: Option<ProductDef>,
-}
-
 /// A serde enum's name as it appears in JSON.
 fn tag<T: Serialize>(v: &T) -> String {
     match serde_json::to_value(v) {
@@ -141,20 +92,18 @@ fn disk_for<'a>(
     report.disk(id)
 }
 
-fn definition(
-    vm: &VmDescription,
-    report: &ImportReport,
-    warnings: &mut Vec<String>,
-) -> VmDefinition {
+/// The VM definition of one imported VM (see README, "VM definition"):
+/// what `vmimport run` reads. Values the VMM cannot take are brought into
+/// its limits, each with a warning.
+fn definition(vm: &VmDescription, report: &ImportReport, warnings: &mut Vec<String>) -> VmConfig {
     let app = &report.appliance;
     let mut disks = Vec::new();
     for d in &vm.disks {
         match disk_for(app, report, &d.backing) {
-            Some(out) => disks.push(DiskDef {
-                path: out.output.clone(),
-                format: tag(&report_format(out)),
+            Some(out) => disks.push(DiskConfig {
+                format: Some(report_format(out)),
                 bus: d.address.as_ref().map(|a| tag(&a.bus)),
-                readonly: false,
+                ..DiskConfig::new(&out.output)
             }),
             None => warnings.push(format!(
                 "{}: drive {} has no imported disk",
@@ -164,50 +113,81 @@ fn definition(
     }
     for c in &vm.cdroms {
         if let Some(out) = c.image.as_ref().and_then(|b| disk_for(app, report, b)) {
-            disks.push(DiskDef {
-                path: out.output.clone(),
-                format: "raw".into(),
-                bus: c.address.as_ref().map(|a| tag(&a.bus)),
+            disks.push(DiskConfig {
+                format: Some(DiskFormat::Raw),
                 readonly: true,
+                bus: c.address.as_ref().map(|a| tag(&a.bus)),
+                ..DiskConfig::new(&out.output)
             });
         }
     }
-    let memory = vm.memory_bytes.unwrap_or_else(|| {
-        warnings.push(format!("{}: no memory size given; using 512 MiB", vm.name));
-        DEFAULT_MEMORY
-    });
-    let product = vm.products.first().map(|p| ProductDef {
+    let product = vm.products.first().map(|p| ProductInfo {
         name: p.product.clone(),
         vendor: p.vendor.clone(),
         version: p.full_version.clone().or_else(|| p.version.clone()),
     });
-    VmDefinition {
-        name: vm.name.clone(),
-        cpus: vm.vcpus.unwrap_or(1),
-        memory,
+    VmConfig {
+        name: Some(vm.name.clone()),
+        boot: BootConfig::default(),
+        cpus: vm_cpus(vm, warnings),
+        memory: vm_memory(vm, warnings),
+        serial: SerialConfig::default(),
         disks,
         nics: vm
             .nics
             .iter()
-            .map(|n| NicDef {
+            .map(|n| NicConfig {
                 network: n.network.clone(),
-                model: tag(&n.adapter),
+                model: Some(tag(&n.adapter)),
                 mac: n.mac_address.clone(),
             })
             .collect(),
-        os: vm.os.as_ref().map(|o| OsDef {
-            id: o.id,
-            name: o.name.clone(),
+        os: vm.os.as_ref().map(|o| OsInfo {
+            id: Some(u32::from(o.id)),
+            description: o.name.clone(),
         }),
         product,
     }
 }
 
-fn report_format(d: &ImportedDisk) -> &'static str {
+/// The declared vCPU count, within 1..=MAX_VCPUS.
+fn vm_cpus(vm: &VmDescription, warnings: &mut Vec<String>) -> u8 {
+    let declared = vm.vcpus.unwrap_or(1);
+    let cpus = declared.clamp(1, u32::from(MAX_VCPUS));
+    if cpus != declared {
+        warnings.push(format!(
+            "{}: {declared} vCPUs declared; the VM definition has {cpus}",
+            vm.name
+        ));
+    }
+    u8::try_from(cpus).unwrap_or(MAX_VCPUS)
+}
+
+/// The declared memory, rounded up to whole 4 KiB pages and within the
+/// VMM's limits.
+fn vm_memory(vm: &VmDescription, warnings: &mut Vec<String>) -> u64 {
+    let Some(declared) = vm.memory_bytes else {
+        warnings.push(format!("{}: no memory size given; using 512 MiB", vm.name));
+        return DEFAULT_MEMORY;
+    };
+    let memory = declared
+        .checked_next_multiple_of(4096)
+        .unwrap_or(MAX_MEMORY)
+        .clamp(MIN_MEMORY, MAX_MEMORY);
+    if memory != declared {
+        warnings.push(format!(
+            "{}: {declared} bytes of memory declared; the VM definition has {memory}",
+            vm.name
+        ));
+    }
+    memory
+}
+
+fn report_format(d: &ImportedDisk) -> DiskFormat {
     match Path::new(&d.output).extension().and_then(|e| e.to_str()) {
-        Some("vhdx") => "vhdx",
-        Some("vhd") => "vhd",
-        _ => "raw",
+        Some("vhdx") => DiskFormat::Vhdx,
+        Some("vhd") => DiskFormat::Vhd,
+        _ => DiskFormat::Raw,
     }
 }
 
@@ -273,10 +253,7 @@ pub fn run_import(a: ImportArgs) -> ExitCode {
     let several = report.appliance.vms.len() > 1;
     for vm in &report.appliance.vms {
         let def = definition(vm, &report, &mut warnings);
-        let text = match toml::to_string(&def) {
-            Ok(t) => t,
-            Err(e) => return fail(format_args!("cannot write the VM definition: {e}")),
-        };
+        let text = def.to_toml();
         let name = if several {
             format!("{}.toml", safe_file_stem(&vm.name))
         } else {

@@ -131,7 +131,8 @@ mod tests {
         let def = dir.path().join("vm.toml");
         std::fs::write(
             &def,
-            "name = \"a\"\n[boot]\nkernel = \"k\"\ncmdline = \"x\"\n\
+            "name = \"a\"\nserial = { file = \"console.log\" }\n\
+             [boot]\nkernel = \"k\"\ncmdline = \"x\"\n\
              [[disk]]\npath = \"d.vhdx\"\nbus = \"sata\"\n",
         )
         .unwrap();
@@ -139,6 +140,7 @@ mod tests {
         assert_eq!(c.boot.kernel, dir.path().join("k"));
         assert_eq!(c.boot.cmdline, "x");
         assert_eq!(c.disks[0].path, dir.path().join("d.vhdx"));
+        assert_eq!(c.serial, SerialConfig::File(dir.path().join("console.log")));
         let mut a = args(def);
         a.kernel = Some("/other".into());
         a.cmdline = Some("y".into());

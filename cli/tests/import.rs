@@ -1,6 +1,9 @@
 //! `vmimport PACKAGE`, `vmimport import` and `vmimport inspect` through the
 //! real binary, on an appliance assembled from the committed sample
-//! descriptor, a qemu-img streamOptimized disk and GNU tar.
+//! descriptor, a qemu-img streamOptimized disk and GNU tar; and the VM
+//! definition an import writes, booted by `vmimport run`.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -33,6 +36,11 @@ fn run(cmd: &mut Command) {
 
 /// The sample appliance: 64 MiB disk with 1 MiB of data at 8 MiB.
 fn sample(dir: &Path) -> (PathBuf, Vec<u8>) {
+    sample_with(dir, |d| d)
+}
+
+/// The sample appliance with its descriptor changed by `edit`.
+fn sample_with(dir: &Path, edit: impl Fn(String) -> String) -> (PathBuf, Vec<u8>) {
     let mut disk = vec![0u8; 64 << 20];
     SmallRng::seed_from_u64(9).fill_bytes(&mut disk[8 << 20..9 << 20]);
     let raw = dir.join("disk.raw");
@@ -50,7 +58,8 @@ fn sample(dir: &Path) -> (PathBuf, Vec<u8>) {
         .arg(&raw)
         .arg(dir.join("sample-disk1.vmdk")));
     let ovf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/appliance/sample.ovf");
-    std::fs::copy(ovf, dir.join("sample.ovf")).unwrap();
+    let text = std::fs::read_to_string(ovf).unwrap();
+    std::fs::write(dir.join("sample.ovf"), edit(text)).unwrap();
     let mut mf = String::new();
     for f in ["sample.ovf", "sample-disk1.vmdk"] {
         let d = sha2::Sha256::digest(std::fs::read(dir.join(f)).unwrap());
@@ -159,4 +168,95 @@ fn inspect_describes_without_writing() {
     assert_eq!(before.len(), after.len());
     let missing = vmimport(&["inspect", "/nonexistent.ova"]);
     assert_eq!(missing.status.code(), Some(1));
+}
+
+#[test]
+fn imported_definition_boots_with_run_vhdx() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ova, disk) = sample(dir.path());
+    let out = dir.path().join("out");
+    let o = vmimport(&[s(&ova), "-o", s(&out)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let kernel = common::fixture_guest(&dir.path().join("guest"));
+    let console = dir.path().join("console");
+    // The definition names no kernel: the flags give it, as README says.
+    let o = vmimport(&[
+        "run",
+        s(&out.join("vm.toml")),
+        "--kernel",
+        s(&kernel),
+        "--cmdline",
+        "console=ttyS0 fixture.virtio=msix",
+        "--serial",
+        &format!("file:{}", console.display()),
+    ]);
+    let r = common::console_report(&console);
+    assert!(o.status.success(), "{o:?}\n{r:#?}");
+    assert!(r.iter().any(|l| l == "cpus-up=2"), "{r:#?}");
+    assert!(
+        r.iter()
+            .any(|l| l.starts_with("virtio-blk slot=1 capacity=131072 ro=0")),
+        "{r:#?}"
+    );
+    assert!(r.iter().any(|l| l.ends_with("readback=match")), "{r:#?}");
+    // The guest's write landed and the imported data is untouched.
+    let img = out.join("sample-disk1.vhdx");
+    let check = vmimport(&["disk", "check", s(&img)]);
+    assert_eq!(check.status.code(), Some(0), "{check:?}");
+    let q = Command::new("qemu-img")
+        .args(["check", "-f", "vhdx"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(q.status.success(), "qemu-img check: {q:?}");
+    let image = vhd::open(
+        &img,
+        &vhd::OpenOptions {
+            read_only: true,
+            ..vhd::OpenOptions::default()
+        },
+    )
+    .unwrap();
+    let mut data = vec![0u8; 1 << 20];
+    vhd::DiskImage::read_at(&image, &mut data, 8 << 20).unwrap();
+    assert!(data == disk[8 << 20..9 << 20]);
+    let mut written = vec![0u8; 4096];
+    vhd::DiskImage::read_at(&image, &mut written, 8192).unwrap();
+    assert!(
+        written.iter().any(|b| *b != 0),
+        "the guest's write is missing"
+    );
+}
+
+#[test]
+fn definition_brings_declared_resources_into_the_vmm_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ova, _) = sample_with(dir.path(), |d| {
+        d.replace(
+            "<rasd:VirtualQuantity>2</rasd:VirtualQuantity>",
+            "<rasd:VirtualQuantity>300</rasd:VirtualQuantity>",
+        )
+        .replace(
+            "<rasd:AllocationUnits>MegaBytes</rasd:AllocationUnits>",
+            "<rasd:AllocationUnits>byte</rasd:AllocationUnits>",
+        )
+        .replace(
+            "<rasd:VirtualQuantity>256</rasd:VirtualQuantity>",
+            "<rasd:VirtualQuantity>100000001</rasd:VirtualQuantity>",
+        )
+    });
+    let out = dir.path().join("out");
+    let o = vmimport(&[s(&ova), "-o", s(&out), "--output", "json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let warnings = v["warnings"].to_string();
+    assert!(warnings.contains("300 vCPUs declared"), "{warnings}");
+    assert!(warnings.contains("100000001 bytes of memory"), "{warnings}");
+    let text = std::fs::read_to_string(out.join("vm.toml")).unwrap();
+    let def = vmm::VmConfig::parse_toml(&text).unwrap();
+    assert_eq!(def.cpus, 254);
+    assert_eq!(def.memory, 100_003_840);
+    assert_eq!(def.name.as_deref(), Some("sample"));
+    assert_eq!(def.disks[0].format, Some(vmm::config::DiskFormat::Vhdx));
+    assert_eq!(def.disks[0].bus.as_deref(), Some("sata"));
 }

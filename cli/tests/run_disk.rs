@@ -2,34 +2,13 @@
 //! (fixtures/guest) boots from a VM definition naming a VHDX disk, reads
 //! and writes it through virtio-pci, and the image holds its writes.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 
+use common::{console_report, fixture_guest};
 use vhd::{CreateOptions, DiskImage, Format, ImageType, OpenOptions};
-
-fn fixture(out: &Path) -> PathBuf {
-    assert!(
-        Path::new("/dev/kvm").exists(),
-        "/dev/kvm does not exist: this test boots a guest under KVM"
-    );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/guest/build.sh");
-    let result = Command::new("sh").arg(&script).arg(out).output().unwrap();
-    assert!(
-        result.status.success(),
-        "building the fixture guest failed (install gcc and binutils):\n{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    out.join("fixture.bzImage")
-}
-
-fn report(console: &Path) -> Vec<String> {
-    std::fs::read_to_string(console)
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.strip_prefix("fixture: "))
-        .map(str::to_string)
-        .collect()
-}
 
 fn pattern_at_8k(path: &Path, slot: u32) -> bool {
     let image = vhd::open(
@@ -50,7 +29,7 @@ fn pattern_at_8k(path: &Path, slot: u32) -> bool {
 #[test]
 fn run_definition_with_vhdx_disk_and_boot_with_disk_flag() {
     let tmp = tempfile::tempdir().unwrap();
-    let kernel = fixture(&tmp.path().join("guest"));
+    let kernel = fixture_guest(&tmp.path().join("guest"));
     let vm_dir = tmp.path().join("vm");
     std::fs::create_dir(&vm_dir).unwrap();
     let disk = vm_dir.join("disk1.vhdx");
@@ -80,7 +59,7 @@ fn run_definition_with_vhdx_disk_and_boot_with_disk_flag() {
         .args(["--serial", &serial])
         .output()
         .unwrap();
-    let r = report(&console);
+    let r = console_report(&console);
     assert!(out.status.success(), "{out:?}\n{r:#?}");
     assert!(
         r.iter()
@@ -110,7 +89,7 @@ fn run_definition_with_vhdx_disk_and_boot_with_disk_flag() {
         .arg(format!("{},readonly,serial=ro", disk.display()))
         .output()
         .unwrap();
-    let r = report(&console);
+    let r = console_report(&console);
     assert!(out.status.success(), "{out:?}\n{r:#?}");
     assert!(
         r.iter()

@@ -12,9 +12,13 @@ use vhd::{DiskImage, Format, OpenOptions};
 const REQUESTS: u64 = 48;
 
 pub fn exercise(format: Format, data: &[u8]) {
-    let Ok(dir) = tempfile::tempdir_in(scratch()) else { return };
+    let Ok(dir) = tempfile::tempdir_in(scratch()) else {
+        return;
+    };
     let path = dir.path().join("image");
-    let Ok(mut f) = std::fs::File::create(&path) else { return };
+    let Ok(mut f) = std::fs::File::create(&path) else {
+        return;
+    };
     if f.write_all(data).is_err() {
         return;
     }
@@ -26,7 +30,9 @@ pub fn exercise(format: Format, data: &[u8]) {
         ..OpenOptions::default()
     };
     for round in 0..2 {
-        let Ok(image) = vhd::open(&path, &options) else { return };
+        let Ok(image) = vhd::open(&path, &options) else {
+            return;
+        };
         let size = image.virtual_size();
         let _ = image.info();
         let mut buf = vec![0u8; 4096];
@@ -48,6 +54,12 @@ pub fn exercise(format: Format, data: &[u8]) {
             off = off.saturating_add(step);
             n += 1;
         }
+        // The tail of the disk, and a request that runs past its end (which
+        // must fail cleanly).
+        let tail = size.min(8192);
+        let mut end = vec![0u8; 8192];
+        let _ = image.read_at(&mut end[..tail as usize], size - tail);
+        let _ = image.read_at(&mut end, size.saturating_sub(4096));
         let _ = image.flush();
     }
     let _ = vhd::check(&path, false);

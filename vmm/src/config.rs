@@ -251,8 +251,8 @@ impl VmConfig {
         toml::from_str(text).map_err(ConfigError::Toml)
     }
 
-    /// Makes relative kernel, initrd and disk paths relative to `dir` (the
-    /// definition file's directory).
+    /// Makes relative kernel, initrd, disk and serial file paths relative
+    /// to `dir` (the definition file's directory).
     pub fn resolve_paths(&mut self, dir: &std::path::Path) {
         let fix = |p: &mut PathBuf| {
             if !p.as_os_str().is_empty() && p.is_relative() {
@@ -265,6 +265,9 @@ impl VmConfig {
         }
         for d in &mut self.disks {
             fix(&mut d.path);
+        }
+        if let SerialConfig::File(p) = &mut self.serial {
+            fix(p);
         }
     }
 

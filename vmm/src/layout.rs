@@ -116,6 +116,13 @@ pub fn e820_map(memory: u64) -> Vec<E820Entry> {
             size: low_end - HIGH_MEMORY_START.0,
             kind: E820_RAM,
         },
+        // The PCI ECAM window MCFG announces: a guest (Linux) trusts MCFG
+        // only where the firmware's map reserves it.
+        E820Entry {
+            addr: crate::pci::ECAM_BASE,
+            size: crate::pci::ECAM_SIZE,
+            kind: E820_RESERVED,
+        },
     ];
     if memory > low_end {
         map.push(E820Entry {
@@ -135,7 +142,7 @@ mod tests {
     fn small_memory_has_one_region() {
         assert_eq!(ram_regions(128 << 20), vec![(GuestAddress(0), 128 << 20)]);
         let map = e820_map(128 << 20);
-        assert_eq!(map.len(), 4);
+        assert_eq!(map.len(), 5);
         assert_eq!(
             map[3],
             E820Entry {
@@ -150,6 +157,11 @@ mod tests {
             .map(|e| e.size)
             .sum();
         assert_eq!(ram, (128 << 20) - (1 << 20) + EBDA_START);
+        assert!(map.contains(&E820Entry {
+            addr: crate::pci::ECAM_BASE,
+            size: crate::pci::ECAM_SIZE,
+            kind: E820_RESERVED
+        }));
     }
 
     #[test]
