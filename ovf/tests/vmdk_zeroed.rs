@@ -10,8 +10,8 @@ use std::process::Command;
 use flate2::Compression;
 use flate2::write::ZlibEncoder;
 use ovf::vmdk::{
-    CopyOptions, FLAG_ZEROED_GTE, GD_AT_END, RawHeader, StreamReader, StreamWriter, VmdkError,
-    WriterOptions, copy_vmdk_stream_covering,
+    FLAG_ZEROED_GTE, GD_AT_END, RawHeader, StreamReader, StreamWriter, VmdkError, WriterOptions,
+    copy_vmdk_delta_to,
 };
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
@@ -135,12 +135,7 @@ fn over_a_parent_holes_keep_its_data_and_zeros_hide_it() {
     .unwrap();
     // The "parent's" data everywhere.
     target.write_at(&vec![0xAAu8; size as usize], 0).unwrap();
-    let options = CopyOptions {
-        target_is_zeroed: false,
-        keep_holes: true,
-        ..CopyOptions::default()
-    };
-    let (stats, covered) = copy_vmdk_stream_covering(&bytes[..], &target, &options).unwrap();
+    let (stats, covered) = copy_vmdk_delta_to(&bytes[..], &target, true).unwrap();
     assert_eq!(stats.zeroed_entry_bytes, 2 * GRAIN as u64);
     let mut got = vec![0u8; size as usize];
     target.read_at(&mut got, 0).unwrap();

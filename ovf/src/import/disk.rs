@@ -154,17 +154,15 @@ fn convert_vmdk(
     let size = header.capacity_bytes();
     let out = target.create(href, size, 0, None)?;
     // Over a parent, holes are the parent's and zeros must hide it.
-    let over = target.parent.is_some();
-    let options = CopyOptions {
-        target_is_zeroed: !over,
-        keep_holes: over,
-        ..CopyOptions::default()
+    let copied = if target.parent.is_some() {
+        vmdk::copy_vmdk_delta_to(body, &out, true)
+    } else {
+        vmdk::copy_vmdk_stream_covering(body, &out, &CopyOptions::default())
     };
-    let (stats, covered) =
-        vmdk::copy_vmdk_stream_covering(body, &out, &options).map_err(|e| ImportError::Vmdk {
-            href: href.to_string(),
-            source: e,
-        })?;
+    let (stats, covered) = copied.map_err(|e| ImportError::Vmdk {
+        href: href.to_string(),
+        source: e,
+    })?;
     Ok(Converted {
         format: SourceFormat::VmdkStreamOptimized,
         virtual_size: out.virtual_size(),

@@ -22,12 +22,6 @@ pub struct CopyOptions {
     pub target_is_zeroed: bool,
     /// Flush the target at the end.
     pub flush: bool,
-    /// Leave holes (grains the stream does not hold) as the target has
-    /// them: on a differencing target, the parent's data shows through
-    /// there, as it does under a delta VMDK. All-zero grains and grains the
-    /// grain tables mark zeroed are still written as zeros (unless
-    /// `target_is_zeroed`).
-    pub keep_holes: bool,
 }
 
 impl Default for CopyOptions {
@@ -35,7 +29,6 @@ impl Default for CopyOptions {
         CopyOptions {
             target_is_zeroed: true,
             flush: true,
-            keep_holes: false,
         }
     }
 }
@@ -68,7 +61,7 @@ pub fn copy_vmdk_stream_to(
     target: &dyn DiskImage,
     options: &CopyOptions,
 ) -> Result<CopyStats> {
-    copy(reader, target, options, None)
+    copy(reader, target, options, false, None)
 }
 
 /// Like [`copy_vmdk_stream_to`], and also returns the byte ranges the
@@ -81,7 +74,27 @@ pub fn copy_vmdk_stream_covering(
     options: &CopyOptions,
 ) -> Result<(CopyStats, Vec<Range<u64>>)> {
     let mut covered = Vec::new();
-    let stats = copy(reader, target, options, Some(&mut covered))?;
+    let stats = copy(reader, target, options, false, Some(&mut covered))?;
+    Ok((stats, covered))
+}
+
+/// Copies a delta VMDK (a child disk's stream) onto `target`, which shows
+/// the child's parent (a differencing image over the parent's image, or a
+/// copy of it): holes (grains the stream does not hold) are left alone, so
+/// the parent's data shows there, while all-zero grains and the grains the
+/// grain tables mark zeroed are written as zeros. Returns what
+/// [`copy_vmdk_stream_covering`] does.
+pub fn copy_vmdk_delta_to(
+    reader: impl Read,
+    target: &dyn DiskImage,
+    flush: bool,
+) -> Result<(CopyStats, Vec<Range<u64>>)> {
+    let options = CopyOptions {
+        target_is_zeroed: false,
+        flush,
+    };
+    let mut covered = Vec::new();
+    let stats = copy(reader, target, &options, true, Some(&mut covered))?;
     Ok((stats, covered))
 }
 
@@ -97,6 +110,7 @@ fn copy(
     reader: impl Read,
     target: &dyn DiskImage,
     options: &CopyOptions,
+    keep_holes: bool,
     mut covered_out: Option<&mut Vec<Range<u64>>>,
 ) -> Result<CopyStats> {
     let mut stream = StreamReader::new(reader)?;
@@ -113,7 +127,6 @@ fn copy(
     };
     let mut covered = 0u64;
     let zeroed = options.target_is_zeroed;
-    let keep_holes = options.keep_holes;
     let fill_gap = |from: u64, to: u64, stats: &mut CopyStats| -> Result<()> {
         if to > from {
             stats.hole_bytes += to - from;
