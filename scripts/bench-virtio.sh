@@ -9,7 +9,10 @@
 # Each VMM boots the guest twice per run, with 0 and with REQUESTS
 # requests; the difference, divided by REQUESTS, is the wall time and the
 # host CPU time (user + system of the VMM process) per request, so boot
-# costs cancel out. QEMU is installed from bookworm-backports by
+# costs cancel out. The same differences of KVM's per-vCPU exit counters
+# (binary stats: ours from `vmimport boot --stats`, QEMU's from QMP
+# `query-stats` while -no-shutdown keeps it paused after the guest's reset)
+# give the exits per request, by kind. QEMU is installed from bookworm-backports by
 # scripts/bench-boot.sh (BENCH_INSTALL_ONLY=1).
 set -eu
 
