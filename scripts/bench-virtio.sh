@@ -5,6 +5,7 @@
 # alternating in one run.
 #
 #   scripts/bench-virtio.sh [REQUESTS] [RUNS]   (defaults 2000 and 5)
+#   BENCH_CPUS=0 scripts/bench-virtio.sh ...     (both VMMs under taskset -c 0)
 #
 # Each VMM boots the guest twice per run, with 0 and with REQUESTS
 # requests; the difference, divided by REQUESTS, is the wall time and the
@@ -29,4 +30,5 @@ sh "$repo/fixtures/guest/build.sh" "$work/guest"
 (cd "$repo" && cargo build -q --release -p vmimport)
 
 exec python3 "$repo/scripts/bench_virtio.py" --requests "$requests" --runs "$runs" \
-	--vmimport "$target/release/vmimport" --guest "$work/guest" --dir "$work"
+	--vmimport "$target/release/vmimport" --guest "$work/guest" --dir "$work" \
+	--cpus "${BENCH_CPUS:-}"

@@ -119,7 +119,7 @@ def qemu_exit_counts(qmp):
     return counts
 
 
-def run_once(cmd, serial, want, qmp_path=None):
+def run_once(cmd, serial, want, label, qmp_path=None):
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     counts = None
@@ -131,9 +131,9 @@ def run_once(cmd, serial, want, qmp_path=None):
     text = open(serial, "rb").read().decode(errors="replace")
     line = f"fixture: virtio-bench requests={want} ok={want}"
     if want and line not in text:
-        raise SystemExit(f"{cmd[0]}: guest did not report '{line}':\n{text}\n{err}")
+        raise SystemExit(f"{label}: guest did not report '{line}':\n{text}\n{err}")
     if "fixture: report-end" not in text:
-        raise SystemExit(f"{cmd[0]}: guest did not finish:\n{text}\n{err}")
+        raise SystemExit(f"{label}: guest did not finish:\n{text}\n{err}")
     if counts is None:
         counts = parse_ours(err)
     return wall, usage.ru_utime + usage.ru_stime, counts
@@ -151,7 +151,11 @@ def main():
     ap.add_argument("--vmimport", required=True)
     ap.add_argument("--guest", required=True)
     ap.add_argument("--dir", required=True)
+    ap.add_argument("--cpus", default="",
+                    help="run both VMMs under `taskset -c CPUS` (e.g. 0: vCPU and device "
+                         "threads share one core)")
     a = ap.parse_args()
+    pin = ["taskset", "-c", a.cpus] if a.cpus else []
     image = os.path.join(a.dir, "bench.vhdx")
     serial = os.path.join(a.dir, "serial")
     qmp = os.path.join(a.dir, "qmp.sock")
@@ -175,6 +179,7 @@ def main():
                 "-serial", f"file:{serial}", "-display", "none", "-no-reboot", "-no-shutdown",
                 "-nodefaults", "-qmp", f"unix:{qmp},server=on,wait=on"]
 
+    load_before = os.getloadavg()[0]
     results = {"vmimport": [], "qemu": []}
     for _ in range(a.runs):
         for name, make in (("vmimport", ours), ("qemu", qemu)):
@@ -183,13 +188,16 @@ def main():
                 subprocess.run(["qemu-img", "create", "-q", "-f", "vhdx", image, "64M"], check=True)
                 if os.path.exists(qmp):
                     os.unlink(qmp)
-                samples.append(run_once(make(n), serial, n, qmp if name == "qemu" else None))
+                qmp_path = qmp if name == "qemu" else None
+                samples.append(run_once(pin + make(n), serial, n, name, qmp_path))
             wall = (samples[1][0] - samples[0][0]) / a.requests
             cpu = (samples[1][1] - samples[0][1]) / a.requests
             exits = per_request(samples[0][2], samples[1][2], a.requests)
             results[name].append((wall, cpu, exits))
 
-    print(f"{a.requests} sequential 4 KiB reads per boot, {a.runs} runs, medians:")
+    where = f", both pinned to CPUs {a.cpus}" if a.cpus else ""
+    print(f"{a.requests} sequential 4 KiB reads per boot, {a.runs} runs{where}, medians "
+          f"(load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after):")
     print(f"{'vmm':10} {'requests/s':>12} {'host CPU us/request':>20}")
     for name, rows in results.items():
         wall = statistics.median(r[0] for r in rows)
