@@ -17,7 +17,7 @@ mkdir -p "$work"
 command -v /usr/bin/time >/dev/null || { echo "needs /usr/bin/time (apt-get install time)"; exit 1; }
 
 cargo build --release -q -p vmimport
-vmimport=$PWD/target/release/vmimport
+vmimport=${CARGO_TARGET_DIR:-$PWD/target}/release/vmimport
 
 src=$work/src.raw
 if [ ! -f "$src" ]; then

@@ -13,7 +13,7 @@ work=${2:-$(mktemp -d /var/tmp/vmimport-bench-import.XXXXXX)}
 mkdir -p "$work"
 command -v /usr/bin/time >/dev/null || { echo "needs /usr/bin/time (apt-get install time)"; exit 1; }
 cargo build --release -q -p vmimport
-vmimport=$PWD/target/release/vmimport
+vmimport=${CARGO_TARGET_DIR:-$PWD/target}/release/vmimport
 
 if [ ! -f "$work/bench.ova" ]; then
     truncate -s 2G "$work/disk.raw"

@@ -5,11 +5,15 @@
 # alternating in one run.
 #
 #   scripts/bench-virtio.sh [REQUESTS] [RUNS]   (defaults 2000 and 5)
+#   BENCH_CPUS=0 scripts/bench-virtio.sh ...     (both VMMs under taskset -c 0)
 #
 # Each VMM boots the guest twice per run, with 0 and with REQUESTS
 # requests; the difference, divided by REQUESTS, is the wall time and the
 # host CPU time (user + system of the VMM process) per request, so boot
-# costs cancel out. QEMU is installed from bookworm-backports by
+# costs cancel out. The same differences of KVM's per-vCPU exit counters
+# (binary stats: ours from `vmimport boot --stats`, QEMU's from QMP
+# `query-stats` while -no-shutdown keeps it paused after the guest's reset)
+# give the exits per request, by kind. QEMU is installed from bookworm-backports by
 # scripts/bench-boot.sh (BENCH_INSTALL_ONLY=1).
 set -eu
 
@@ -26,4 +30,5 @@ sh "$repo/fixtures/guest/build.sh" "$work/guest"
 (cd "$repo" && cargo build -q --release -p vmimport)
 
 exec python3 "$repo/scripts/bench_virtio.py" --requests "$requests" --runs "$runs" \
-	--vmimport "$target/release/vmimport" --guest "$work/guest" --dir "$work"
+	--vmimport "$target/release/vmimport" --guest "$work/guest" --dir "$work" \
+	--cpus "${BENCH_CPUS:-}"

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use vmm::{DiskConfig, SerialConfig, Vm, VmConfig, VmExit};
+use vmm::{DiskConfig, ExitStats, SerialConfig, Vm, VmConfig, VmExit};
 
 use crate::output::parse_size;
 
@@ -39,8 +39,10 @@ pub struct BootArgs {
     #[arg(long = "disk", value_name = "PATH[,readonly][,serial=S]", value_parser = parse_disk)]
     disks: Vec<DiskConfig>,
     /// After the VM ends, print to standard error when the vCPUs started
-    /// (CLOCK_MONOTONIC) and the guest memory resident in host RAM, for
-    /// measuring the VMM's own start-up time and memory overhead.
+    /// (CLOCK_MONOTONIC), the guest memory resident in host RAM, and the
+    /// VM exits summed over the vCPUs (KVM's counters and the exits the VMM
+    /// handled), for measuring the VMM's own start-up time, memory overhead
+    /// and exit cost.
     #[arg(long)]
     stats: bool,
 }
@@ -120,6 +122,11 @@ pub(crate) fn run_config(config: &VmConfig, stats: bool, command: &str) -> ExitC
             if let Some(kib) = peak_rss_kib() {
                 eprintln!("vmimport {command}: peak rss: {kib} KiB");
             }
+            if let Some(exits) = vm.exit_stats() {
+                for line in exit_lines(exits) {
+                    eprintln!("vmimport {command}: {line}");
+                }
+            }
         }
         Ok(exit)
     });
@@ -135,6 +142,47 @@ pub(crate) fn run_config(config: &VmConfig, stats: bool, command: &str) -> ExitC
             ExitCode::from(1)
         }
     }
+}
+
+/// The `--stats` lines for the run's exits: KVM's main counters, the
+/// exits the VMM handled, KVM's other non-zero counters.
+fn exit_lines(exits: &ExitStats) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(e) = &exits.kvm_unavailable {
+        lines.push(format!(
+            "kvm exit counters: unavailable ({})",
+            error_chain(e)
+        ));
+    }
+    if !exits.kvm.is_empty() {
+        let main: Vec<String> = ExitStats::MAIN_KVM_COUNTERS
+            .iter()
+            .map(|name| match exits.kvm(name) {
+                Some(v) => format!("{name}={v}"),
+                None => format!("{name}=unknown"),
+            })
+            .collect();
+        lines.push(format!(
+            "kvm exits ({} vcpus): {}",
+            exits.vcpus,
+            main.join(" ")
+        ));
+    }
+    let u = exits.userspace;
+    lines.push(format!(
+        "exits to the vmm: total={} pio={} mmio={}",
+        u.total, u.pio, u.mmio
+    ));
+    let other: Vec<String> = exits
+        .kvm
+        .iter()
+        .filter(|(name, v)| **v != 0 && !ExitStats::MAIN_KVM_COUNTERS.contains(&name.as_str()))
+        .map(|(name, v)| format!("{name}={v}"))
+        .collect();
+    if !other.is_empty() {
+        lines.push(format!("other kvm counters: {}", other.join(" ")));
+    }
+    lines
 }
 
 /// VmHWM of this process, from /proc/self/status.
@@ -181,6 +229,35 @@ mod tests {
         assert!(parse_disk("").is_err());
         assert!(parse_disk("a,bogus").is_err());
         assert!(parse_disk("a,format=raw").is_err());
+    }
+
+    #[test]
+    fn exit_stats_lines() {
+        let mut s = ExitStats {
+            vcpus: 2,
+            userspace: vmm::UserspaceExits {
+                total: 9,
+                pio: 4,
+                mmio: 0,
+            },
+            ..ExitStats::default()
+        };
+        s.kvm.insert("exits".into(), 40);
+        s.kvm.insert("io_exits".into(), 4);
+        s.kvm.insert("hypercalls".into(), 3);
+        s.kvm.insert("nmi_injections".into(), 0);
+        let lines = exit_lines(&s);
+        assert_eq!(
+            lines,
+            [
+                "kvm exits (2 vcpus): exits=40 io_exits=4 mmio_exits=unknown \
+                 halt_exits=unknown irq_exits=unknown",
+                "exits to the vmm: total=9 pio=4 mmio=0",
+                "other kvm counters: hypercalls=3",
+            ]
+        );
+        let lines = exit_lines(&ExitStats::default());
+        assert_eq!(lines, ["exits to the vmm: total=0 pio=0 mmio=0"]);
     }
 
     #[test]

@@ -353,11 +353,18 @@ fn print_vm(vm: &VmDescription, app: &ApplianceDescription, report: Option<&Impo
         let cap = cap.map(human_size).unwrap_or_default();
         match report.and_then(|r| r.disk(&id)) {
             Some(out) => println!(
-                "    disk {id} on {bus}: {src} ({}) -> {} ({}, {} written)",
+                "    disk {id} on {bus}: {src} ({}) -> {} ({}, {} written){}",
                 out.source_format.as_ref().map_or("created".into(), tag),
                 out.output,
                 human_size(out.virtual_size),
-                human_size(out.bytes_written)
+                human_size(out.bytes_written),
+                match &out.parent {
+                    Some(p) => format!(
+                        "; delta of disk {p}, reads through {}",
+                        out.backing.join(" -> ")
+                    ),
+                    None => String::new(),
+                }
             ),
             None => println!("    disk {id} on {bus}: {src} {cap}"),
         }
@@ -453,6 +460,13 @@ pub fn run_inspect(a: InspectArgs) -> ExitCode {
                     v.entries_ok, v.entries, v.signature
                 ),
                 None => println!("  no manifest; {}", v.signature),
+            }
+            for d in i.disks.iter().filter(|d| d.parent.is_some()) {
+                println!(
+                    "  disk {} is a delta over {}",
+                    d.disk_id,
+                    d.ancestors.join(" -> ")
+                );
             }
             for vm in &i.appliance.vms {
                 print_vm(vm, &i.appliance, None);

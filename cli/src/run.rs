@@ -31,7 +31,8 @@ pub struct RunArgs {
     /// A further disk: PATH[,readonly][,serial=S] (repeatable).
     #[arg(long = "disk", value_name = "PATH[,readonly][,serial=S]", value_parser = parse_disk)]
     disks: Vec<DiskConfig>,
-    /// Print the guest memory resident in host RAM after the VM ends.
+    /// After the VM ends, print the guest memory resident in host RAM and
+    /// the VM exits (as `vmimport boot --stats`).
     #[arg(long)]
     stats: bool,
 }

@@ -434,7 +434,16 @@ fn disk_reference_errors() {
     let env = parse(parent_loop.as_bytes()).unwrap();
     assert!(matches!(
         describe(&env, &MapOptions::default()),
-        Err(MapError::BadParent { .. })
+        Err(MapError::ParentLoop { disk, .. }) if disk == "a"
+    ));
+    let dangling_parent = format!(
+        "{HEAD}<References/><DiskSection><Disk ovf:diskId=\"a\" ovf:capacity=\"1\" ovf:parentRef=\"gone\"/></DiskSection>\
+         <VirtualSystem ovf:id=\"x\"><VirtualHardwareSection><Item><rasd:HostResource>ovf:/disk/a</rasd:HostResource><rasd:InstanceID>2</rasd:InstanceID><rasd:ResourceType>17</rasd:ResourceType></Item></VirtualHardwareSection></VirtualSystem></Envelope>"
+    );
+    let env = parse(dangling_parent.as_bytes()).unwrap();
+    assert!(matches!(
+        describe(&env, &MapOptions::default()),
+        Err(MapError::BadParent { parent, .. }) if parent == "gone"
     ));
     let undefined_property = format!(
         "{HEAD}<References/><DiskSection><Disk ovf:diskId=\"a\" ovf:capacity=\"${{nope}}\"/></DiskSection>\

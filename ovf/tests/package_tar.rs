@@ -33,6 +33,7 @@ fn vmdk_of(data: &[u8]) -> Vec<u8> {
     let opts = WriterOptions {
         grain_size: 4096,
         level: 1,
+        ..WriterOptions::default()
     };
     let mut w = StreamWriter::new(Vec::new(), data.len() as u64, opts).unwrap();
     for (i, c) in data.chunks(4096).enumerate() {

@@ -91,6 +91,7 @@ fn our_stream_converts_back_with_qemu() {
         let opts = WriterOptions {
             grain_size: grain,
             level: 1,
+            ..WriterOptions::default()
         };
         let mut w = StreamWriter::new(std::io::BufWriter::new(file), size as u64, opts).unwrap();
         for (i, chunk) in data.chunks(grain as usize).enumerate() {

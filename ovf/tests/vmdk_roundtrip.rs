@@ -61,7 +61,11 @@ proptest! {
 
     #[test]
     fn write_then_read(d in disk(), level in 0u32..=9) {
-        let opts = WriterOptions { grain_size: d.grain, level };
+        let opts = WriterOptions {
+            grain_size: d.grain,
+            level,
+            ..WriterOptions::default()
+        };
         let mut w = StreamWriter::new(Vec::new(), d.capacity, opts).unwrap();
         let mut expected = vec![0u8; d.capacity as usize];
         for (&i, &(kind, seed)) in &d.grains {

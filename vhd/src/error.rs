@@ -19,7 +19,8 @@ pub enum ErrorKind {
     Unsupported,
     /// The caller asked for something invalid (range, size, option).
     InvalidArgument,
-    /// A write was attempted on an image opened read-only.
+    /// A write was refused: the image is open read-only, or the write
+    /// would have changed what format the file is detected as.
     ReadOnly,
     /// A differencing chain could not be resolved (missing, not allowed,
     /// identity mismatch, too deep).
@@ -77,6 +78,18 @@ pub enum Error {
     /// A write was attempted on a read-only image.
     #[error("the image is open read-only")]
     ReadOnly,
+    /// A write to a raw image found by probing would have left a signature
+    /// that makes the file detect as another format.
+    #[error(
+        "refused a write that would put a {format} signature at offset {offset:#x} of a raw \
+         image whose format was detected (name the format explicitly to allow it)"
+    )]
+    SignatureRefused {
+        /// The format the file would detect as.
+        format: Format,
+        /// Where the signature would start.
+        offset: u64,
+    },
     /// A parent locator names a file outside the directories the caller allows.
     #[error("parent {} of {} is outside the allowed directories", parent.display(), child.display())]
     ParentNotAllowed {
@@ -121,7 +134,7 @@ impl Error {
             Error::Corrupt { .. } => ErrorKind::Corrupt,
             Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::InvalidArgument(_) | Error::OutOfRange { .. } => ErrorKind::InvalidArgument,
-            Error::ReadOnly => ErrorKind::ReadOnly,
+            Error::ReadOnly | Error::SignatureRefused { .. } => ErrorKind::ReadOnly,
             Error::ParentNotAllowed { .. }
             | Error::ParentNotFound { .. }
             | Error::ParentMismatch { .. }

@@ -28,6 +28,7 @@ pub mod check;
 mod error;
 mod file;
 pub mod formats;
+pub mod guard;
 mod image;
 mod open;
 pub mod ops;
@@ -38,6 +39,7 @@ pub use file::{ImageFile, IoObserver};
 pub use formats::raw::RawImage;
 pub use formats::vhd::VhdImage;
 pub use formats::vhdx::VhdxImage;
+pub use guard::SignatureGuard;
 pub use image::{
     Allocation, DiskImage, Extent, Format, ImageInfo, ImageType, check_range, map_range,
 };

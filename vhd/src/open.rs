@@ -93,6 +93,17 @@ impl Image {
         }
     }
 
+    /// Marks a new image as staging (see [`VhdImage::set_staging`]): its
+    /// allocations skip the flushes that order data before metadata for
+    /// crash safety, which an image nobody opens before its final flush
+    /// does not need. VHDX already defers its table updates to the next
+    /// flush; raw images have none.
+    pub fn set_staging(&self, staging: bool) {
+        if let Image::Vhd(i) = self {
+            i.set_staging(staging);
+        }
+    }
+
     fn inner(&self) -> &dyn DiskImage {
         match self {
             Image::Raw(i) => i,

@@ -19,6 +19,7 @@ use crate::devices::virtio_pci::disks;
 use crate::devices::virtio_pci::interrupt::GsiRoutes;
 use crate::devices::{Bus, DeviceManager};
 use crate::error::{Error, Result};
+use crate::exit_stats::ExitStats;
 use crate::layout;
 use crate::memory;
 use crate::pci::{self, BarAllocator, BarWindow, ConfigIo, Ecam, PciRoot};
@@ -42,6 +43,7 @@ pub struct Vm {
     mem: GuestMemoryMmap,
     boot: BootSetup,
     started_at: Option<Duration>,
+    exit_stats: Option<ExitStats>,
 }
 
 fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
@@ -110,6 +112,7 @@ impl Vm {
             mem,
             boot,
             started_at: None,
+            exit_stats: None,
         })
     }
 
@@ -135,9 +138,15 @@ impl Vm {
             .ok()
             .zip(u32::try_from(now.tv_nsec).ok())
             .map(|(s, ns)| Duration::new(s, ns));
-        let result = runtime::run_vcpus(vcpus);
+        let (result, stats) = runtime::run_vcpus(vcpus);
+        self.exit_stats = Some(stats);
         self.devices.flush();
         result
+    }
+
+    /// The VM exits of the run, summed over the vCPUs (after [`Vm::run`]).
+    pub fn exit_stats(&self) -> Option<&ExitStats> {
+        self.exit_stats.as_ref()
     }
 
     /// `CLOCK_MONOTONIC` time at which [`Vm::run`] started the vCPU

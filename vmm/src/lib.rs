@@ -10,7 +10,9 @@
 //!   configures the vCPUs ([`x86`]: CPUID, MSRs, FPU, registers, LAPIC);
 //! - runtime: [`Vm::run`] runs one thread per vCPU ([`vcpu`], [`runtime`])
 //!   until the guest resets, powers off, writes the debug-exit port,
-//!   crashes, or the VMM is interrupted.
+//!   crashes, or the VMM is interrupted; [`Vm::exit_stats`] then gives the
+//!   VM exits of the run ([`exit_stats`], from KVM's binary stats in
+//!   [`kvm_stats`]).
 //!
 //! ```no_run
 //! use vmm::{Vm, VmConfig, VmExit};
@@ -29,6 +31,8 @@ mod builder;
 pub mod config;
 pub mod devices;
 mod error;
+pub mod exit_stats;
+pub mod kvm_stats;
 pub mod layout;
 pub mod memory;
 pub mod pci;
@@ -42,4 +46,5 @@ pub use config::{
     BootConfig, DiskConfig, DiskFormat, NicConfig, OsInfo, ProductInfo, SerialConfig, VmConfig,
 };
 pub use error::{Error, Result, VcpuFailure};
+pub use exit_stats::{ExitStats, UserspaceExits};
 pub use runtime::{VmExit, install_interrupt_handler};

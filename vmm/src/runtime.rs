@@ -10,6 +10,7 @@ use std::time::Duration;
 use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 
 use crate::error::{Error, Result};
+use crate::exit_stats::ExitStats;
 use crate::vcpu::Vcpu;
 
 /// How a VM ended.
@@ -72,9 +73,12 @@ fn install_kick_handler() -> Result<()> {
 
 type Report = (u8, Result<Option<VmExit>>);
 
-/// Runs the vCPUs until the VM ends; returns how it ended.
-pub fn run_vcpus(vcpus: Vec<Vcpu>) -> Result<VmExit> {
-    install_kick_handler()?;
+/// Runs the vCPUs until the VM ends; returns how it ended, and the exit
+/// counts of the vCPUs whose threads ended normally.
+pub fn run_vcpus(vcpus: Vec<Vcpu>) -> (Result<VmExit>, ExitStats) {
+    if let Err(e) = install_kick_handler() {
+        return (Err(e), ExitStats::default());
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel::<Report>();
     let mut threads: Vec<JoinHandle<Vcpu>> = Vec::with_capacity(vcpus.len());
@@ -108,8 +112,11 @@ pub fn run_vcpus(vcpus: Vec<Vcpu>) -> Result<VmExit> {
         None => wait_for_exit(&rx),
     };
     stop.store(true, Ordering::Release);
-    stop_threads(threads);
-    outcome
+    let mut stats = ExitStats::default();
+    for vcpu in stop_threads(threads) {
+        stats.add_vcpu(vcpu.userspace_exits(), vcpu.kvm_stats());
+    }
+    (outcome, stats)
 }
 
 fn wait_for_exit(rx: &mpsc::Receiver<Report>) -> Result<VmExit> {
@@ -133,8 +140,10 @@ fn wait_for_exit(rx: &mpsc::Receiver<Report>) -> Result<VmExit> {
 
 /// Signals each thread until it leaves `KVM_RUN` and sees the stop flag
 /// (a signal that lands just before `KVM_RUN` is entered would be lost,
-/// hence the repetition), then joins it.
-fn stop_threads(threads: Vec<JoinHandle<Vcpu>>) {
+/// hence the repetition), then joins it. Returns the vCPUs of the threads
+/// that did not panic.
+fn stop_threads(threads: Vec<JoinHandle<Vcpu>>) -> Vec<Vcpu> {
+    let mut vcpus = Vec::with_capacity(threads.len());
     for handle in threads {
         while !handle.is_finished() {
             if let Err(e) = handle.kill(kick_signal()) {
@@ -143,15 +152,73 @@ fn stop_threads(threads: Vec<JoinHandle<Vcpu>>) {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        if handle.join().is_err() {
-            log::warn!("a vcpu thread panicked");
+        match handle.join() {
+            Ok(vcpu) => vcpus.push(vcpu),
+            Err(_) => log::warn!("a vcpu thread panicked"),
         }
     }
+    vcpus
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
+    use kvm_ioctls::Kvm;
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
     use super::*;
+    use crate::devices::Bus;
+    use crate::devices::debug_exit::{DEBUG_EXIT_PORT, DebugExit};
+
+    /// A real-mode guest that writes port 0x10 three times, then 7 to the
+    /// debug-exit port: the run's exit counts show the four port writes.
+    #[test]
+    fn a_run_counts_its_exits() {
+        let kvm = Kvm::new().expect("cannot open /dev/kvm: this test needs KVM");
+        let vm = kvm.create_vm().unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
+        crate::memory::register(&vm, &mem).unwrap();
+        // mov al, 7; out 0x10, al (three times); out 0xf4, al
+        let code = [
+            0xb0, 0x07, 0xe6, 0x10, 0xe6, 0x10, 0xe6, 0x10, 0xe6, 0xf4, 0xf4,
+        ];
+        mem.write_slice(&code, GuestAddress(0x1000)).unwrap();
+        let fd = vm.create_vcpu(0).unwrap();
+        let mut sregs = fd.get_sregs().unwrap();
+        sregs.cs.base = 0;
+        sregs.cs.selector = 0;
+        fd.set_sregs(&sregs).unwrap();
+        let mut regs = fd.get_regs().unwrap();
+        regs.rip = 0x1000;
+        regs.rflags = 2;
+        fd.set_regs(&regs).unwrap();
+        let mut pio = Bus::new("pio");
+        pio.insert(
+            DEBUG_EXIT_PORT,
+            1,
+            "debug-exit",
+            Arc::new(Mutex::new(DebugExit)),
+        )
+        .unwrap();
+        let vcpu = Vcpu::new(0, fd, Arc::new(pio), Arc::new(Bus::new("mmio")));
+
+        let (exit, stats) = run_vcpus(vec![vcpu]);
+        assert_eq!(exit.unwrap(), VmExit::DebugExit(7));
+        assert_eq!(stats.vcpus, 1);
+        assert_eq!(stats.userspace.pio, 4);
+        assert!(stats.userspace.total >= 4);
+        assert_eq!(stats.userspace.mmio, 0);
+        assert!(
+            stats.kvm_unavailable.is_none(),
+            "{:?}",
+            stats.kvm_unavailable
+        );
+        assert!(stats.kvm("exits").unwrap() >= 4);
+        for name in ExitStats::MAIN_KVM_COUNTERS {
+            assert!(stats.kvm(name).is_some(), "no {name}");
+        }
+    }
 
     #[test]
     fn clean_exits() {

@@ -10,6 +10,8 @@ use vm_memory::GuestMemoryMmap;
 
 use crate::devices::{Bus, DeviceAction};
 use crate::error::{Error, Result, VcpuFailure};
+use crate::exit_stats::UserspaceExits;
+use crate::kvm_stats::{KvmStats, Snapshot, StatsError};
 use crate::runtime::VmExit;
 use crate::x86::{cpuid, lapic, msr, regs};
 
@@ -21,6 +23,7 @@ pub struct Vcpu {
     fd: VcpuFd,
     pio: Arc<Bus>,
     mmio: Arc<Bus>,
+    exits: UserspaceExits,
 }
 
 fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
@@ -35,7 +38,18 @@ impl Vcpu {
             fd,
             pio,
             mmio,
+            exits: UserspaceExits::default(),
         }
+    }
+
+    /// The exits this vCPU returned to the VMM so far.
+    pub fn userspace_exits(&self) -> UserspaceExits {
+        self.exits
+    }
+
+    /// KVM's counters for this vCPU now (binary stats).
+    pub fn kvm_stats(&self) -> std::result::Result<Snapshot, StatsError> {
+        KvmStats::open(&self.fd)?.snapshot()
     }
 
     /// Sets CPUID, MSRs, FPU and LAPIC; for the boot vCPU also the entry
@@ -98,17 +112,27 @@ impl Vcpu {
             if stop.load(Ordering::Acquire) {
                 return Ok(None);
             }
-            let action = match self.fd.run() {
+            let exit = self.fd.run();
+            self.exits.total = self.exits.total.wrapping_add(1);
+            let action = match exit {
                 Ok(VcpuExit::IoIn(port, data)) => {
+                    self.exits.pio = self.exits.pio.wrapping_add(1);
                     self.pio.read(u64::from(port), data);
                     DeviceAction::Continue
                 }
-                Ok(VcpuExit::IoOut(port, data)) => self.pio.write(u64::from(port), data),
+                Ok(VcpuExit::IoOut(port, data)) => {
+                    self.exits.pio = self.exits.pio.wrapping_add(1);
+                    self.pio.write(u64::from(port), data)
+                }
                 Ok(VcpuExit::MmioRead(addr, data)) => {
+                    self.exits.mmio = self.exits.mmio.wrapping_add(1);
                     self.mmio.read(addr, data);
                     DeviceAction::Continue
                 }
-                Ok(VcpuExit::MmioWrite(addr, data)) => self.mmio.write(addr, data),
+                Ok(VcpuExit::MmioWrite(addr, data)) => {
+                    self.exits.mmio = self.exits.mmio.wrapping_add(1);
+                    self.mmio.write(addr, data)
+                }
                 Ok(VcpuExit::Hlt) => DeviceAction::Exit(VmExit::Halted),
                 Ok(VcpuExit::Shutdown) => DeviceAction::Exit(VmExit::TripleFault),
                 Ok(VcpuExit::SystemEvent(kind, _)) => match kind {

@@ -268,12 +268,20 @@ pub enum MapError {
         /// File id.
         file: String,
     },
-    /// A disk's parentRef chain loops or names an unknown disk.
-    #[error("disk {disk} has a bad parentRef {parent:?}")]
+    /// A disk's parentRef names a disk the DiskSection does not list.
+    #[error("disk {disk} has a parentRef {parent:?} that names no disk")]
     BadParent {
         /// Disk id.
         disk: String,
         /// The parent id.
+        parent: String,
+    },
+    /// Following parentRefs from a disk comes back to a disk already seen.
+    #[error("the parentRef chain of disk {disk} loops back to disk {parent}")]
+    ParentLoop {
+        /// The disk whose chain was followed.
+        disk: String,
+        /// The disk met twice.
         parent: String,
     },
 }
@@ -347,7 +355,8 @@ impl MapError {
             | MapError::InvalidUnits { .. }
             | MapError::TooLarge { .. }
             | MapError::UnknownFile { .. }
-            | MapError::BadParent { .. } => MapErrorKind::Invalid,
+            | MapError::BadParent { .. }
+            | MapError::ParentLoop { .. } => MapErrorKind::Invalid,
         }
     }
 }

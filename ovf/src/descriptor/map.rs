@@ -280,7 +280,10 @@ impl<'a> Mapper<'a> {
             };
             let parent = *self.disks.get(p.as_str()).ok_or_else(bad)?;
             if !seen.insert(parent.disk_id.as_str()) {
-                return Err(bad());
+                return Err(MapError::ParentLoop {
+                    disk: disk.disk_id.clone(),
+                    parent: parent.disk_id.clone(),
+                });
             }
             pending.push(parent);
             cur = parent;

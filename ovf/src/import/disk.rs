@@ -2,14 +2,21 @@
 //! straight from the stream: streamOptimized VMDK grain by grain; VHD,
 //! VHDX and raw through a read-only window of the package file (random
 //! access, no extraction); compressed or chunked raw data streamed.
+//!
+//! A delta disk's file is written over its parent's image (see
+//! [`Target`]): a VMDK delta defines its grains (data or zeros) and the
+//! grains its tables mark zeroed, and leaves its holes to the parent; any
+//! other file (raw, VHD, VHDX) defines every byte it holds.
 
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::ops::Range;
+use std::path::PathBuf;
 
 use flate2::read::MultiGzDecoder;
 use vhd::ops::ConvertOptions;
 use vhd::{CreateOptions, DiskImage, Format, ImageType, OpenOptions};
 
+use super::child::{Target, copy_data, disk_err};
 use super::{ImportError, Result};
 use crate::vmdk::{self, CopyOptions, RawHeader, StreamHeader};
 
@@ -37,6 +44,14 @@ pub(crate) struct Converted {
     pub virtual_size: u64,
     pub bytes_written: u64,
     pub gzip: bool,
+    /// The byte ranges the file defines, sorted: in a delta disk these
+    /// override the parent, everything else comes from it.
+    pub covered: Vec<Range<u64>>,
+}
+
+/// The one range `0..len`: what a file that is not a VMDK delta defines.
+fn whole(len: u64) -> Vec<Range<u64>> {
+    std::iter::once(0..len).collect()
 }
 
 /// Where a file's bytes can be read with random access.
@@ -67,25 +82,16 @@ fn io_err(href: &str, e: io::Error) -> ImportError {
     }
 }
 
-fn disk_err(href: &str, e: vhd::Error) -> ImportError {
-    ImportError::Disk {
-        href: href.to_string(),
-        source: e,
-    }
-}
-
 /// Converts the file whose content `input` yields into a new image at
-/// `dest` of `format`. `window` is where the same bytes can be read with
-/// random access when the file is stored plainly; `capacity` the size the
-/// descriptor gives, when known; `iso` keeps the bytes as they are.
+/// `target`. `window` is where the same bytes can be read with random
+/// access when the file is stored plainly; `iso` keeps the bytes as they
+/// are.
 pub(crate) fn convert_file(
     href: &str,
     mut input: impl Read,
     window: Option<Location>,
-    capacity: Option<u64>,
     iso: bool,
-    format: Format,
-    dest: &Path,
+    target: &Target<'_>,
 ) -> Result<Converted> {
     let mut head = [0u8; 512];
     let n = read_full(&mut input, &mut head[..]).map_err(|e| io_err(href, e))?;
@@ -96,26 +102,23 @@ pub(crate) fn convert_file(
         let mut head = [0u8; 512];
         let n = read_full(&mut inner, &mut head[..]).map_err(|e| io_err(href, e))?;
         let body = io::Cursor::new(head[..n].to_vec()).chain(inner);
-        return convert_plain(href, &head[..n], body, None, capacity, iso, format, dest)
+        return convert_plain(href, &head[..n], body, None, iso, target)
             .map(|c| Converted { gzip: true, ..c });
     }
     let body = io::Cursor::new(head[..n].to_vec()).chain(input);
-    convert_plain(href, &head[..n], body, window, capacity, iso, format, dest)
+    convert_plain(href, &head[..n], body, window, iso, target)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn convert_plain(
     href: &str,
     head: &[u8],
     mut body: impl Read,
     window: Option<Location>,
-    capacity: Option<u64>,
     iso: bool,
-    format: Format,
-    dest: &Path,
+    target: &Target<'_>,
 ) -> Result<Converted> {
     if iso {
-        let mut out = std::fs::File::create(dest).map_err(|e| io_err(href, e))?;
+        let mut out = std::fs::File::create(target.dest).map_err(|e| io_err(href, e))?;
         let n = io::copy(&mut body, &mut out).map_err(|e| io_err(href, e))?;
         out.sync_all().map_err(|e| io_err(href, e))?;
         return Ok(Converted {
@@ -123,31 +126,23 @@ fn convert_plain(
             virtual_size: n,
             bytes_written: n,
             gzip: false,
+            covered: whole(n),
         });
     }
     if head.len() >= 4 && head[..4] == vmdk::MAGIC.to_le_bytes() {
-        return convert_vmdk(href, head, body, format, dest);
+        return convert_vmdk(href, head, body, target);
     }
     match window {
-        Some(w) => convert_window(href, &w, format, dest),
-        None => convert_stream(href, body, capacity, format, dest),
+        Some(w) => convert_window(href, &w, target),
+        None => convert_stream(href, body, target),
     }
-}
-
-fn create_output(href: &str, format: Format, size: u64, dest: &Path) -> Result<vhd::Image> {
-    let mut opts = CreateOptions::new(format, ImageType::Dynamic, size);
-    if format == Format::Vhdx {
-        opts.physical_sector_size = Some(4096);
-    }
-    vhd::create(dest, &opts).map_err(|e| disk_err(href, e))
 }
 
 fn convert_vmdk(
     href: &str,
     head: &[u8],
     body: impl Read,
-    format: Format,
-    dest: &Path,
+    target: &Target<'_>,
 ) -> Result<Converted> {
     let mut sector = [0u8; 512];
     sector[..head.len()].copy_from_slice(head);
@@ -157,22 +152,27 @@ fn convert_vmdk(
             source: e,
         })?;
     let size = header.capacity_bytes();
-    let out = create_output(href, format, size, dest)?;
-    let stats = vmdk::copy_vmdk_stream_to(body, &out, &CopyOptions::default()).map_err(|e| {
-        ImportError::Vmdk {
-            href: href.to_string(),
-            source: e,
-        }
+    let out = target.create(href, size, 0, None)?;
+    // Over a parent, holes are the parent's and zeros must hide it.
+    let copied = if target.parent.is_some() {
+        vmdk::copy_vmdk_delta_to(body, &out, true)
+    } else {
+        vmdk::copy_vmdk_stream_covering(body, &out, &CopyOptions::default())
+    };
+    let (stats, covered) = copied.map_err(|e| ImportError::Vmdk {
+        href: href.to_string(),
+        source: e,
     })?;
     Ok(Converted {
         format: SourceFormat::VmdkStreamOptimized,
-        virtual_size: size,
+        virtual_size: out.virtual_size(),
         bytes_written: stats.data_bytes,
         gzip: false,
+        covered,
     })
 }
 
-fn convert_window(href: &str, w: &Location, format: Format, dest: &Path) -> Result<Converted> {
+fn convert_window(href: &str, w: &Location, target: &Target<'_>) -> Result<Converted> {
     let options = OpenOptions {
         read_only: true,
         // A disk inside a package has no business naming files outside it.
@@ -186,6 +186,22 @@ fn convert_window(href: &str, w: &Location, format: Format, dest: &Path) -> Resu
         Format::Vhd => SourceFormat::Vhd,
         Format::Vhdx => SourceFormat::Vhdx,
     };
+    let size = source.virtual_size();
+    if target.parent.is_some() {
+        // A delta disk that is not VMDK defines every byte it holds.
+        let out = target.create(href, size, size, Some(source.physical_sector_size()))?;
+        let written = copy_data(href, &source, &out, 0..size, true)?;
+        out.flush().map_err(|e| disk_err(href, e))?;
+        return Ok(Converted {
+            format: found,
+            virtual_size: out.virtual_size(),
+            bytes_written: written,
+            gzip: false,
+            covered: whole(size),
+        });
+    }
+    let format = target.format;
+    let dest = target.dest;
     let mut create = CreateOptions::new(format, ImageType::Dynamic, 0);
     if format == Format::Vhdx {
         create.logical_sector_size = source.logical_sector_size();
@@ -198,26 +214,24 @@ fn convert_window(href: &str, w: &Location, format: Format, dest: &Path) -> Resu
         virtual_size: stats.virtual_size,
         bytes_written: stats.bytes_written,
         gzip: false,
+        covered: whole(size),
     })
 }
 
 /// Streams raw data (possibly a fixed VHD: data followed by a 512-byte
 /// footer, recognised at the end) into an image of the descriptor's
 /// capacity.
-fn convert_stream(
-    href: &str,
-    mut body: impl Read,
-    capacity: Option<u64>,
-    format: Format,
-    dest: &Path,
-) -> Result<Converted> {
-    let Some(capacity) = capacity else {
+fn convert_stream(href: &str, mut body: impl Read, target: &Target<'_>) -> Result<Converted> {
+    let Some(capacity) = target.capacity else {
         return Err(ImportError::Unsupported(format!(
             "{href} is compressed or chunked raw data that comes before the descriptor: \
              its size is not known while streaming"
         )));
     };
-    let out = create_output(href, format, capacity, dest)?;
+    // The data's length is known only at its end: over a parent, all of
+    // the parent is copied (raw) and the data laid over it.
+    let out = target.create(href, capacity, 0, None)?;
+    let over = target.parent.is_some();
     const CHUNK: usize = 1 << 20;
     // The last 512 bytes seen are held back: they may be a VHD footer.
     let mut buf = vec![0u8; CHUNK + 512];
@@ -231,7 +245,7 @@ fn convert_stream(
             break;
         }
         let emit = total.saturating_sub(512);
-        write_data(href, &out, &buf[..emit], pos, capacity, &mut written)?;
+        write_data(href, &out, &buf[..emit], pos, capacity, over, &mut written)?;
         pos += emit as u64;
         buf.copy_within(emit..total, 0);
         held = total - emit;
@@ -239,7 +253,8 @@ fn convert_stream(
     let tail = &buf[..held];
     let footer = held == 512 && tail[..8] == *b"conectix";
     if !footer {
-        write_data(href, &out, tail, pos, capacity, &mut written)?;
+        write_data(href, &out, tail, pos, capacity, over, &mut written)?;
+        pos += tail.len() as u64;
     }
     out.flush().map_err(|e| disk_err(href, e))?;
     Ok(Converted {
@@ -248,9 +263,10 @@ fn convert_stream(
         } else {
             SourceFormat::Raw
         },
-        virtual_size: capacity,
+        virtual_size: out.virtual_size(),
         bytes_written: written,
         gzip: false,
+        covered: whole(pos),
     })
 }
 
@@ -260,6 +276,7 @@ fn write_data(
     data: &[u8],
     pos: u64,
     capacity: u64,
+    over: bool,
     written: &mut u64,
 ) -> Result<()> {
     if data.is_empty() {
@@ -274,10 +291,14 @@ fn write_data(
         )));
     }
     for (i, run) in data.chunks(64 << 10).enumerate() {
+        let at = pos + (i * (64 << 10)) as u64;
         if !vhd::ops::is_zero(run) {
-            out.write_at(run, pos + (i * (64 << 10)) as u64)
-                .map_err(|e| disk_err(href, e))?;
+            out.write_at(run, at).map_err(|e| disk_err(href, e))?;
             *written += run.len() as u64;
+        } else if over {
+            // Zeros hide the parent's data.
+            out.write_zeroes(at, run.len() as u64)
+                .map_err(|e| disk_err(href, e))?;
         }
     }
     Ok(())

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::plan::{ancestors, chain_depths};
 use super::{ImportError, Result, VerificationSummary};
-use crate::descriptor::{self, ApplianceDescription, MapOptions};
+use crate::descriptor::{self, ApplianceDescription, DiskIndex, MapOptions};
 use crate::package::{self, MemberRole, PackageOptions, PackageReader, VerifyOptions};
 
 /// A file of the package.
@@ -17,6 +18,22 @@ pub struct PackageFile {
     pub name: String,
     /// Size in bytes as stored.
     pub size: u64,
+}
+
+/// A DiskSection disk, with the chain of delta disks it ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiskChain {
+    /// `ovf:diskId`.
+    pub disk_id: String,
+    /// The file holding it (`None` for a blank disk).
+    pub href: Option<String>,
+    /// Capacity in bytes.
+    pub capacity: u64,
+    /// `ovf:parentRef`: the disk it is a delta over.
+    pub parent: Option<String>,
+    /// Every disk under it, nearest first (empty for a disk standing
+    /// alone).
+    pub ancestors: Vec<String>,
 }
 
 /// What a package holds.
@@ -31,6 +48,8 @@ pub struct Inspection {
     pub appliance: ApplianceDescription,
     /// Every file read.
     pub files: Vec<PackageFile>,
+    /// The disks the VMs use, each with its parent chain.
+    pub disks: Vec<DiskChain>,
     /// Manifest and signature (problems reported, never fatal here).
     pub verification: VerificationSummary,
     /// Everything worth telling.
@@ -68,6 +87,28 @@ pub fn inspect(path: &Path, configuration: Option<&str>) -> Result<Inspection> {
             require_manifest: false,
         },
     )?;
+    let mut warnings = v.warnings.clone();
+    if let Err(e) = chain_depths(&appliance) {
+        warnings.push(format!("the package cannot be imported: {e}"));
+    }
+    let disks = appliance
+        .disks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| DiskChain {
+            disk_id: d.disk_id.clone(),
+            href: d
+                .file
+                .and_then(|f| appliance.files.get(f.0))
+                .map(|f| f.href.clone()),
+            capacity: d.capacity_bytes,
+            parent: d
+                .parent
+                .and_then(|p| appliance.disks.get(p.0))
+                .map(|p| p.disk_id.clone()),
+            ancestors: ancestors(&appliance, DiskIndex(i)),
+        })
+        .collect();
     Ok(Inspection {
         package: path.to_path_buf(),
         descriptor: name,
@@ -86,6 +127,7 @@ pub fn inspect(path: &Path, configuration: Option<&str>) -> Result<Inspection> {
             problems: Vec::new(),
             ..VerificationSummary::of(&v)
         },
-        warnings: v.warnings.clone(),
+        disks,
+        warnings,
     })
 }

@@ -2,6 +2,7 @@
 //! and writing one from a disk image.
 
 use std::io::{Read, Write};
+use std::ops::Range;
 
 use vhd::DiskImage;
 
@@ -45,6 +46,9 @@ pub struct CopyStats {
     pub data_bytes: u64,
     /// Bytes of the disk never written in the stream (holes).
     pub hole_bytes: u64,
+    /// Bytes of grains the grain tables mark zeroed (the header's
+    /// zeroed-grain flag), counted among the holes.
+    pub zeroed_entry_bytes: u64,
     /// Compressed bytes read.
     pub compressed_bytes: u64,
 }
@@ -56,6 +60,58 @@ pub fn copy_vmdk_stream_to(
     reader: impl Read,
     target: &dyn DiskImage,
     options: &CopyOptions,
+) -> Result<CopyStats> {
+    copy(reader, target, options, false, None)
+}
+
+/// Like [`copy_vmdk_stream_to`], and also returns the byte ranges the
+/// stream defines, sorted and merged: its grains (data or zeros) and the
+/// grains its tables mark zeroed. In a delta disk these override the
+/// parent; everything else comes from it.
+pub fn copy_vmdk_stream_covering(
+    reader: impl Read,
+    target: &dyn DiskImage,
+    options: &CopyOptions,
+) -> Result<(CopyStats, Vec<Range<u64>>)> {
+    let mut covered = Vec::new();
+    let stats = copy(reader, target, options, false, Some(&mut covered))?;
+    Ok((stats, covered))
+}
+
+/// Copies a delta VMDK (a child disk's stream) onto `target`, which shows
+/// the child's parent (a differencing image over the parent's image, or a
+/// copy of it): holes (grains the stream does not hold) are left alone, so
+/// the parent's data shows there, while all-zero grains and the grains the
+/// grain tables mark zeroed are written as zeros. Returns what
+/// [`copy_vmdk_stream_covering`] does.
+pub fn copy_vmdk_delta_to(
+    reader: impl Read,
+    target: &dyn DiskImage,
+    flush: bool,
+) -> Result<(CopyStats, Vec<Range<u64>>)> {
+    let options = CopyOptions {
+        target_is_zeroed: false,
+        flush,
+    };
+    let mut covered = Vec::new();
+    let stats = copy(reader, target, &options, true, Some(&mut covered))?;
+    Ok((stats, covered))
+}
+
+/// Appends `r` to sorted, merged `ranges` (`r` starts at or after the last).
+fn push_range(ranges: &mut Vec<Range<u64>>, r: Range<u64>) {
+    match ranges.last_mut() {
+        Some(last) if last.end >= r.start => last.end = last.end.max(r.end),
+        _ => ranges.push(r),
+    }
+}
+
+fn copy(
+    reader: impl Read,
+    target: &dyn DiskImage,
+    options: &CopyOptions,
+    keep_holes: bool,
+    mut covered_out: Option<&mut Vec<Range<u64>>>,
 ) -> Result<CopyStats> {
     let mut stream = StreamReader::new(reader)?;
     let capacity = stream.capacity();
@@ -74,7 +130,7 @@ pub fn copy_vmdk_stream_to(
     let fill_gap = |from: u64, to: u64, stats: &mut CopyStats| -> Result<()> {
         if to > from {
             stats.hole_bytes += to - from;
-            if !zeroed {
+            if !zeroed && !keep_holes {
                 target
                     .write_zeroes(from, to - from)
                     .map_err(VmdkError::Target)?;
@@ -97,6 +153,9 @@ pub fn copy_vmdk_stream_to(
         fill_gap(covered, grain.offset, &mut stats)?;
         let len = grain.data.len() as u64;
         stats.grains += 1;
+        if let Some(c) = covered_out.as_deref_mut() {
+            push_range(c, grain.offset..grain.offset + len);
+        }
         if grain.data.iter().all(|&b| b == 0) {
             stats.zero_grains += 1;
             flush_run(&mut run, run_start)?;
@@ -120,6 +179,25 @@ pub fn copy_vmdk_stream_to(
     }
     flush_run(&mut run, run_start)?;
     fill_gap(covered, capacity, &mut stats)?;
+    // Grains marked zeroed are holes to the loop above; where holes keep
+    // what the target shows, they still have to read as zeros.
+    let zeroed_ranges = stream.zeroed_grains();
+    for r in zeroed_ranges {
+        stats.zeroed_entry_bytes += r.end - r.start;
+        if keep_holes && !zeroed {
+            target
+                .write_zeroes(r.start, r.end - r.start)
+                .map_err(VmdkError::Target)?;
+        }
+    }
+    if let Some(c) = covered_out {
+        let mut all = std::mem::take(c);
+        all.extend(zeroed_ranges.iter().cloned());
+        all.sort_by_key(|r| r.start);
+        for r in all {
+            push_range(c, r);
+        }
+    }
     stats.compressed_bytes = stream.compressed_bytes();
     if options.flush {
         target.flush().map_err(VmdkError::Target)?;

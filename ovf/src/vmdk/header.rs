@@ -10,6 +10,11 @@ pub const MAGIC: u32 = 0x564d_444b;
 pub const GD_AT_END: u64 = u64::MAX;
 /// Flag: newline-detection characters are valid.
 pub const FLAG_NEWLINE_CHECK: u32 = 1;
+/// Flag: a grain-table entry of 1 marks a zeroed grain (reads as zeros,
+/// even in a delta over a parent).
+pub const FLAG_ZEROED_GTE: u32 = 1 << 2;
+/// Grain-table entry value of a zeroed grain (with [`FLAG_ZEROED_GTE`]).
+pub const GTE_ZEROED: u32 = 1;
 /// Flag: grains are compressed.
 pub const FLAG_COMPRESSED: u32 = 1 << 16;
 /// Flag: grains and metadata carry markers.
@@ -128,6 +133,8 @@ pub struct StreamHeader {
     pub gd_offset: u64,
     /// Sectors before the first grain.
     pub overhead: u64,
+    /// Grain-table entries of 1 mark zeroed grains ([`FLAG_ZEROED_GTE`]).
+    pub zeroed_grain_gtes: bool,
 }
 
 impl StreamHeader {
@@ -230,6 +237,7 @@ impl StreamHeader {
             descriptor_size: raw.descriptor_size,
             gd_offset: raw.gd_offset,
             overhead: raw.overhead,
+            zeroed_grain_gtes: raw.flags & FLAG_ZEROED_GTE != 0,
         };
         // The overhead may hold the descriptor and, in the layout that
         // reserves them up front, one grain directory and every grain table.

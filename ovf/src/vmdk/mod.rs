@@ -3,7 +3,8 @@
 //! [`StreamReader`] reads one in a single forward pass from any `Read`
 //! (inside a tar, after gzip) and hands out grains with their disk offset;
 //! [`copy_vmdk_stream_to`] writes them into any [`vhd::DiskImage`],
-//! skipping holes. [`StreamWriter`] and [`write_vmdk_stream_from`] produce
+//! skipping holes, or leaving them to a differencing target's parent when
+//! the stream is a delta disk. [`StreamWriter`] and [`write_vmdk_stream_from`] produce
 //! streams that qemu-img and VMware tools read.
 //!
 //! Layout (little-endian): a 512-byte header (`KDMV`, version, flags,
@@ -19,12 +20,16 @@ mod error;
 mod header;
 mod reader;
 mod writer;
+mod zeroed;
 
-pub use copy::{CopyOptions, CopyStats, copy_vmdk_stream_to, write_vmdk_stream_from};
+pub use copy::{
+    CopyOptions, CopyStats, copy_vmdk_delta_to, copy_vmdk_stream_covering, copy_vmdk_stream_to,
+    write_vmdk_stream_from,
+};
 pub use error::{Result, VmdkError};
 pub use header::{
-    GD_AT_END, MAGIC, MAX_CAPACITY_SECTORS, MAX_DESCRIPTOR_SECTORS, MAX_GRAIN_SECTORS, RawHeader,
-    SECTOR, StreamHeader,
+    FLAG_ZEROED_GTE, GD_AT_END, GTE_ZEROED, MAGIC, MAX_CAPACITY_SECTORS, MAX_DESCRIPTOR_SECTORS,
+    MAX_GRAIN_SECTORS, RawHeader, SECTOR, StreamHeader,
 };
 pub use reader::{Grain, MARKER_EOS, MARKER_FOOTER, MARKER_GD, MARKER_GT, StreamReader};
 pub use writer::{StreamWriter, WriterOptions};

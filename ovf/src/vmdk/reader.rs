@@ -3,8 +3,11 @@
 //! The stream is read from a `Read` without seeking (it may be inside a tar
 //! or a gzip stream): header, embedded descriptor, then markers until the
 //! end-of-stream marker. Grains carry their own LBA, so the grain tables and
-//! directory are not needed and are skipped, whether they come at the end
-//! with a footer (`gdOffset` all ones) or were reserved in the overhead.
+//! directory are not needed to place data and are skipped, whether they
+//! come at the end with a footer (`gdOffset` all ones) or were reserved in
+//! the overhead; only when the header's zeroed-grain flag is set are they
+//! read, to find the grains whose table entry of 1 marks them zeroed (see
+//! [`StreamReader::zeroed_grains`]).
 //! In the first layout the footer and end-of-stream marker are required; in
 //! the second (qemu-img's) the stream may end after the last grain without
 //! an end-of-stream marker, so a stream cut exactly between two grains is
@@ -16,14 +19,21 @@
 //! plus deflate's worst-case expansion; the data inflates (zlib, RFC 1950)
 //! to exactly one grain, or to exactly the part of the disk left when the
 //! grain is the last one and the capacity is not grain-aligned. Grains never
-//! written are holes and read as zeros.
+//! written are holes: zeros on a standalone disk, the parent's data in a
+//! delta disk.
 
 use std::io::{self, Read};
+use std::ops::Range;
 
 use flate2::{Decompress, FlushDecompress, Status};
 
 use super::error::{Result, VmdkError};
-use super::header::{GD_AT_END, RawHeader, SECTOR, StreamHeader};
+use super::header::{GD_AT_END, GTES_PER_GT, RawHeader, SECTOR, StreamHeader};
+use super::zeroed::ZeroedGrains;
+
+/// Largest grain directory read from the header area to find zeroed-grain
+/// entries (the layout that reserves the tables up front).
+const MAX_UPFRONT_GD_BYTES: u64 = 1 << 20;
 
 /// Marker types (the `type` field of a metadata marker).
 pub const MARKER_EOS: u32 = 0;
@@ -58,6 +68,10 @@ pub struct StreamReader<R> {
     done: bool,
     footer_seen: bool,
     compressed_bytes: u64,
+    /// Zeroed-grain entries being collected (with the header's flag).
+    zeroed: Option<ZeroedGrains>,
+    /// Zeroed grains as byte ranges, once the stream has ended.
+    zeroed_ranges: Vec<Range<u64>>,
 }
 
 impl<R: Read> StreamReader<R> {
@@ -74,6 +88,7 @@ impl<R: Read> StreamReader<R> {
                 descriptor_size: 0,
                 gd_offset: 0,
                 overhead: 1,
+                zeroed_grain_gtes: false,
             },
             descriptor: String::new(),
             next_min_lba: 0,
@@ -83,6 +98,8 @@ impl<R: Read> StreamReader<R> {
             done: false,
             footer_seen: false,
             compressed_bytes: 0,
+            zeroed: None,
+            zeroed_ranges: Vec::new(),
         };
         let mut sector = [0u8; 512];
         r.read_exact(&mut sector, "header")?;
@@ -95,6 +112,12 @@ impl<R: Read> StreamReader<R> {
             r.read_exact(&mut desc, "descriptor")?;
             let end = desc.iter().position(|&b| b == 0).unwrap_or(desc.len());
             r.descriptor = String::from_utf8_lossy(&desc[..end]).into_owned();
+        }
+        if h.zeroed_grain_gtes {
+            r.zeroed = Some(ZeroedGrains::default());
+            if h.gd_offset != GD_AT_END && h.gd_offset != 0 {
+                r.read_upfront_tables()?;
+            }
         }
         r.skip_to(h.overhead * SECTOR, "overhead")?;
         let grain = usize::try_from(h.grain_bytes()).unwrap_or(usize::MAX);
@@ -115,6 +138,17 @@ impl<R: Read> StreamReader<R> {
     /// The embedded descriptor text.
     pub fn descriptor(&self) -> &str {
         &self.descriptor
+    }
+
+    /// The grains that grain-table entries mark as zeroed (the header's
+    /// zeroed-grain flag), as sorted byte ranges of the disk, none of which
+    /// holds a grain of the stream. Complete once
+    /// [`next_grain`](Self::next_grain) has returned `None`; empty without
+    /// the flag.
+    /// On a standalone disk they read as zeros like holes; in a delta
+    /// disk they hide the parent's data where holes show it.
+    pub fn zeroed_grains(&self) -> &[Range<u64>] {
+        &self.zeroed_ranges
     }
 
     /// Bytes of compressed grain data read so far.
@@ -181,7 +215,7 @@ impl<R: Read> StreamReader<R> {
             let marker_offset = self.pos;
             let mut sector = [0u8; 512];
             if !self.read_marker(&mut sector)? {
-                self.done = true;
+                self.end()?;
                 break;
             }
             let val = u64::from_le_bytes(sector[0..8].try_into().unwrap_or_default());
@@ -257,7 +291,7 @@ impl<R: Read> StreamReader<R> {
                         "no footer came before it, and the header has no grain directory offset",
                     ));
                 }
-                self.done = true;
+                self.end()?;
             }
             MARKER_GT | MARKER_GD => {
                 let limit = if kind == MARKER_GT { 4 } else { h.gd_sectors() };
@@ -272,7 +306,11 @@ impl<R: Read> StreamReader<R> {
                         format!("{sectors} sectors, at most {limit} expected"),
                     ));
                 }
-                self.skip_to(self.pos + sectors * SECTOR, "grain table or directory")?;
+                if self.zeroed.is_some() {
+                    self.read_table_or_directory(kind, sectors)?;
+                } else {
+                    self.skip_to(self.pos + sectors * SECTOR, "grain table or directory")?;
+                }
             }
             MARKER_FOOTER => {
                 if sectors != 1 || self.footer_seen {
@@ -314,6 +352,97 @@ impl<R: Read> StreamReader<R> {
                     at,
                     format!("unknown metadata marker type {other}"),
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The stream has ended: settles the zeroed grains.
+    fn end(&mut self) -> Result<()> {
+        self.done = true;
+        let h = self.header;
+        if let Some(mut z) = self.zeroed.take() {
+            let runs = z.finish(h.grain_count(), self.pos)?;
+            let g = h.grain_bytes();
+            let cap = h.capacity_bytes();
+            self.zeroed_ranges = runs
+                .into_iter()
+                .map(|r| (r.start * g).min(cap)..(r.end * g).min(cap))
+                .filter(|r| !r.is_empty())
+                .collect();
+        }
+        Ok(())
+    }
+
+    /// Reads a grain table or the grain directory that follows a marker
+    /// (the layout with the directory at the end), for zeroed grains.
+    fn read_table_or_directory(&mut self, kind: u32, sectors: u64) -> Result<()> {
+        let first_sector = self.pos / SECTOR;
+        let mut sector = [0u8; 512];
+        let mut table = Vec::new();
+        for k in 0..sectors {
+            self.read_exact(&mut sector, "grain table or directory")?;
+            if kind == MARKER_GT {
+                table.extend_from_slice(&sector);
+            } else if let Some(z) = &mut self.zeroed {
+                z.directory_entries(k * 128, &sector);
+            }
+        }
+        if kind == MARKER_GT
+            && let Some(z) = &mut self.zeroed
+        {
+            z.table_at(first_sector, &table);
+        }
+        Ok(())
+    }
+
+    /// In the layout that reserves the grain directory and tables in the
+    /// header area, reads the directory and then the tables it names (which
+    /// must follow it there) for zeroed grains.
+    fn read_upfront_tables(&mut self) -> Result<()> {
+        let h = self.header;
+        let unsupported = |what: String| Err(VmdkError::Unsupported { what });
+        let gd_bytes = h.gd_sectors() * SECTOR;
+        let gd_at = h.gd_offset.saturating_mul(SECTOR);
+        let gd_end = gd_at.saturating_add(gd_bytes);
+        if gd_at < self.pos || gd_end > h.overhead * SECTOR {
+            return unsupported(format!(
+                "zeroed-grain entries with a grain directory at sector {} outside the header                  area",
+                h.gd_offset
+            ));
+        }
+        if gd_bytes > MAX_UPFRONT_GD_BYTES {
+            return unsupported(format!(
+                "zeroed-grain entries with a {gd_bytes}-byte grain directory in the header area"
+            ));
+        }
+        self.skip_to(gd_at, "grain directory")?;
+        let mut tables: Vec<(u64, u64)> = Vec::new();
+        let mut sector = [0u8; 512];
+        for k in 0..h.gd_sectors() {
+            self.read_exact(&mut sector, "grain directory")?;
+            for (i, e) in sector.chunks_exact(4).enumerate() {
+                let at = u64::from(u32::from_le_bytes([e[0], e[1], e[2], e[3]]));
+                if at != 0 {
+                    tables.push((at, k * 128 + i as u64));
+                }
+            }
+        }
+        tables.sort_unstable();
+        let table_bytes = u64::from(GTES_PER_GT) * 4;
+        let mut table = vec![0u8; usize::try_from(table_bytes).unwrap_or(2048)];
+        for (at, index) in tables {
+            let start = at.saturating_mul(SECTOR);
+            if start < self.pos || start.saturating_add(table_bytes) > h.overhead * SECTOR {
+                return unsupported(format!(
+                    "zeroed-grain entries with grain table {index} at sector {at}, not after the \
+                     grain directory in the header area"
+                ));
+            }
+            self.skip_to(start, "grain table")?;
+            self.read_exact(&mut table, "grain table")?;
+            if let Some(z) = &mut self.zeroed {
+                z.table_with_index(index, &table);
             }
         }
         Ok(())
@@ -431,6 +560,9 @@ impl<R: Read> StreamReader<R> {
             );
         }
         self.next_min_lba = lba + h.grain_sectors;
+        if let Some(z) = &mut self.zeroed {
+            z.data_grain(lba / h.grain_sectors);
+        }
         Ok(usize::try_from(expected_last.min(produced)).unwrap_or(0))
     }
 }

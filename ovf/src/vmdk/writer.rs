@@ -11,8 +11,9 @@ use flate2::write::ZlibEncoder;
 
 use super::error::{Result, VmdkError};
 use super::header::{
-    COMPRESS_DEFLATE, FLAG_COMPRESSED, FLAG_MARKERS, FLAG_NEWLINE_CHECK, GD_AT_END, GTES_PER_GT,
-    MAGIC, MAX_CAPACITY_SECTORS, MAX_GRAIN_SECTORS, RawHeader, SECTOR, StreamHeader,
+    COMPRESS_DEFLATE, FLAG_COMPRESSED, FLAG_MARKERS, FLAG_NEWLINE_CHECK, FLAG_ZEROED_GTE,
+    GD_AT_END, GTE_ZEROED, GTES_PER_GT, MAGIC, MAX_CAPACITY_SECTORS, MAX_GRAIN_SECTORS, RawHeader,
+    SECTOR, StreamHeader,
 };
 use super::reader::{MARKER_EOS, MARKER_FOOTER, MARKER_GD, MARKER_GT};
 
@@ -23,6 +24,10 @@ pub struct WriterOptions {
     pub grain_size: u64,
     /// Deflate level 0-9 (6 default).
     pub level: u32,
+    /// Set the header's zeroed-grain flag, so that
+    /// [`StreamWriter::write_zeroed_grain`] can mark grains zeroed in the
+    /// grain tables (as delta disks do over a parent's data).
+    pub zeroed_grain_gtes: bool,
 }
 
 impl Default for WriterOptions {
@@ -30,6 +35,7 @@ impl Default for WriterOptions {
         WriterOptions {
             grain_size: 64 << 10,
             level: 6,
+            zeroed_grain_gtes: false,
         }
     }
 }
@@ -84,7 +90,14 @@ impl<W: Write> StreamWriter<W> {
         let raw = RawHeader {
             magic: MAGIC,
             version: 3,
-            flags: FLAG_NEWLINE_CHECK | FLAG_COMPRESSED | FLAG_MARKERS,
+            flags: FLAG_NEWLINE_CHECK
+                | FLAG_COMPRESSED
+                | FLAG_MARKERS
+                | if options.zeroed_grain_gtes {
+                    FLAG_ZEROED_GTE
+                } else {
+                    0
+                },
             capacity: capacity / SECTOR,
             grain_size: grain_sectors,
             descriptor_offset: 1,
@@ -154,17 +167,30 @@ impl<W: Write> StreamWriter<W> {
         self.header.grain_bytes()
     }
 
-    /// Writes the grain starting at byte `offset` (grain-aligned, after
-    /// every grain written before). `data` is one grain, or shorter for the
-    /// last grain of a disk whose size is not grain-aligned, or shorter in
-    /// general (the rest of the grain reads as zeros).
-    pub fn write_grain(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+    /// Marks the grain at byte `offset` (grain-aligned, after every grain
+    /// written before) zeroed: a grain-table entry of 1 and no grain in the
+    /// stream. Needs [`WriterOptions::zeroed_grain_gtes`].
+    pub fn write_zeroed_grain(&mut self, offset: u64) -> Result<()> {
+        if self.raw.flags & FLAG_ZEROED_GTE == 0 {
+            return Err(VmdkError::InvalidArgument(
+                "zeroed grains need the zeroed-grain flag in the header".into(),
+            ));
+        }
+        let index = self.next_slot(offset)?;
+        let slot = usize::try_from(index % u64::from(GTES_PER_GT)).unwrap_or(0);
+        self.gt[slot] = GTE_ZEROED;
+        self.next_grain = index + 1;
+        Ok(())
+    }
+
+    /// Checks that a grain at `offset` may come next and switches to its
+    /// grain table; returns the grain's index.
+    fn next_slot(&mut self, offset: u64) -> Result<u64> {
         let h = self.header;
         let g = h.grain_bytes();
-        if !offset.is_multiple_of(g) || offset >= h.capacity_bytes() || data.len() as u64 > g {
+        if !offset.is_multiple_of(g) || offset >= h.capacity_bytes() {
             return Err(VmdkError::InvalidArgument(format!(
-                "grain at {offset:#x} of {} bytes is not an aligned grain inside the disk",
-                data.len()
+                "grain at {offset:#x} is not an aligned grain inside the disk"
             )));
         }
         let index = offset / g;
@@ -178,6 +204,23 @@ impl<W: Write> StreamWriter<W> {
             self.flush_table()?;
             self.gt_index = Some(table);
         }
+        Ok(index)
+    }
+
+    /// Writes the grain starting at byte `offset` (grain-aligned, after
+    /// every grain written before). `data` is one grain, or shorter for the
+    /// last grain of a disk whose size is not grain-aligned, or shorter in
+    /// general (the rest of the grain reads as zeros).
+    pub fn write_grain(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        let h = self.header;
+        let g = h.grain_bytes();
+        if data.len() as u64 > g {
+            return Err(VmdkError::InvalidArgument(format!(
+                "grain at {offset:#x} of {} bytes is larger than a grain",
+                data.len()
+            )));
+        }
+        let index = self.next_slot(offset)?;
         // The grain inflates to a full grain unless it is the last one.
         let full = usize::try_from(g.min(h.capacity_bytes() - offset)).unwrap_or(0);
         let mut encoder =

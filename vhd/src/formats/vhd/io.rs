@@ -337,7 +337,8 @@ impl Sparse {
     }
 
     /// Allocates block `i` at the end of the file and writes `src` into it.
-    /// Order: data, bitmap and the footer at the new end; flush; BAT entry.
+    /// Order: data, bitmap and the footer at the new end; flush (unless
+    /// staging); BAT entry.
     #[allow(clippy::too_many_arguments)]
     fn allocate(
         &self,
@@ -388,7 +389,9 @@ impl Sparse {
         }
         file.write_all_at(&bitmap, block_at)?;
         file.write_all_at(&read(footer).encode(), footer_at)?;
-        file.sync_data()?;
+        if self.ordered.load(std::sync::atomic::Ordering::Relaxed) {
+            file.sync_data()?;
+        }
         let entry_at = self.header.table_offset + 4 * i as u64;
         file.write_all_at(&sector.to_be_bytes(), entry_at)?;
         let bits = bat::classify(bitmap, self.sectors_per_block());

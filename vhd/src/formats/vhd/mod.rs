@@ -93,6 +93,9 @@ struct Sparse {
     alloc: Mutex<AllocState>,
     flush_lock: Mutex<()>,
     parent: Option<Box<Image>>,
+    /// Allocation flushes a new block's data before its table entry (off
+    /// only for a staging image: see [`VhdImage::set_staging`]).
+    ordered: std::sync::atomic::AtomicBool,
 }
 
 /// What allocation and flushing change, under one mutex.
@@ -184,6 +187,19 @@ fn read_footer(file: &ImageFile, file_len: u64) -> Result<(Footer, FooterAt)> {
 }
 
 impl VhdImage {
+    /// Marks the image as staging: being filled before anything can open
+    /// it, like a conversion's output under a temporary name that is
+    /// renamed into place only after its final [`flush`](DiskImage::flush).
+    /// Allocation then no longer flushes a new block's data before writing
+    /// its table entry; that ordering only matters to an image a crash can
+    /// leave in use. `flush` still makes everything durable.
+    pub fn set_staging(&self, staging: bool) {
+        if let Layout::Sparse(s) = &self.layout {
+            s.ordered
+                .store(!staging, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// Opens a VHD image from an open file. Differencing parents are found
     /// through the locators inside the directories `ctx` allows.
     pub fn open(file: ImageFile, read_only: bool, ctx: &ChainContext) -> Result<Self> {
@@ -341,6 +357,7 @@ impl VhdImage {
                 table_entries,
             }),
             flush_lock: Mutex::new(()),
+            ordered: std::sync::atomic::AtomicBool::new(true),
             parent,
         })
     }

@@ -39,6 +39,19 @@ pub fn intx_routes(disks: usize) -> Vec<PciIrq> {
         .collect()
 }
 
+/// A raw disk whose format was only probed is served through a
+/// [`vhd::SignatureGuard`]: the guest must not be able to turn it into a VHD
+/// or VHDX image (whose parent locators would name host files) for the next
+/// time it is opened. A definition that names the format gets the image as
+/// it is.
+fn guard_probed_raw(disk: &DiskConfig, image: vhd::Image) -> Arc<dyn vhd::DiskImage> {
+    if disk.format.is_none() && !disk.readonly && image.format() == vhd::Format::Raw {
+        Arc::new(vhd::SignatureGuard::new(image))
+    } else {
+        Arc::new(image)
+    }
+}
+
 /// Opens `disk` and wraps it in a virtio-blk device.
 pub fn open_disk(disk: &DiskConfig) -> Result<Block<GuestMemoryMmap>> {
     let options = vhd::OpenOptions {
@@ -68,7 +81,7 @@ pub fn open_disk(disk: &DiskConfig) -> Result<Block<GuestMemoryMmap>> {
         read_only: disk.readonly,
         ..BlockOptions::default()
     };
-    Block::new(Arc::new(image), &options).map_err(|source| Error::BlockDevice {
+    Block::new(guard_probed_raw(disk, image), &options).map_err(|source| Error::BlockDevice {
         path: disk.path.clone(),
         source,
     })
@@ -97,4 +110,29 @@ pub fn attach(
             .map_err(|_| Error::PciFull(i))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probed_raw_disk_cannot_be_made_to_look_like_a_vhdx() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.img");
+        std::fs::write(&path, vec![0u8; 1 << 20]).unwrap();
+        let open = || vhd::open(&path, &vhd::OpenOptions::default()).unwrap();
+        let probed = guard_probed_raw(&DiskConfig::new(&path), open());
+        let e = probed.write_at(b"vhdxfile", 0).unwrap_err();
+        assert!(matches!(e, vhd::Error::SignatureRefused { .. }), "{e}");
+        probed.write_at(b"data", 0).unwrap();
+        drop(probed);
+        // Named raw: the user said what the file is; writes go through.
+        let named = DiskConfig {
+            format: Some(DiskFormat::Raw),
+            ..DiskConfig::new(&path)
+        };
+        let image = guard_probed_raw(&named, open());
+        image.write_at(b"vhdxfile", 0).unwrap();
+    }
 }
