@@ -72,15 +72,8 @@ impl Vm {
         // The DSDT's _PRT and the MP table announce the same INTx wiring.
         let intx = disks::intx_routes(config.disks.len());
         let host = crate::tables::dsdt::PciHost::new(&intx, config.memory);
-        let rsdp = acpi::write(&mem, layout::ACPI_START, config.cpus, &host).map_err(|e| {
-            let e = match e {
-                acpi::Error::Memory(e) => e,
-                // Only a slot above 31 or a repeated one fails, which
-                // intx_routes never gives; the error stays the cause.
-                other => vm_memory::GuestMemoryError::IOError(std::io::Error::other(other)),
-            };
-            Error::GuestMemory("acpi tables", e)
-        })?;
+        let rsdp =
+            acpi::write(&mem, layout::ACPI_START, config.cpus, &host).map_err(Error::Acpi)?;
         mptable::write_with_pci(&mem, layout::MPTABLE_START, config.cpus, &intx)
             .map_err(|e| Error::GuestMemory("mp table", e))?;
         let boot = boot::load(&mem, &config.boot, config.memory, rsdp)?;

@@ -40,6 +40,9 @@ pub enum Error {
     /// Guest memory could not be allocated.
     #[error("cannot allocate {0} bytes of guest memory")]
     MemoryAlloc(u64, #[source] vm_memory::mmap::FromRangesError),
+    /// The ACPI tables could not be built or written.
+    #[error("cannot set up the acpi tables")]
+    Acpi(#[source] crate::tables::acpi::Error),
     /// Writing firmware tables or vCPU state to guest memory failed.
     #[error("cannot write {0} to guest memory")]
     GuestMemory(&'static str, #[source] vm_memory::GuestMemoryError),
