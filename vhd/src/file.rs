@@ -17,7 +17,14 @@ pub struct ImageFile {
     /// A read-only window (start, length) of the file that holds the image,
     /// e.g. a member inside an OVA; `None` for the whole file.
     window: Option<(u64, u64)>,
+    /// Write-behind: start write-back every [`WRITE_BEHIND`] bytes written.
+    behind: std::sync::atomic::AtomicBool,
+    /// Bytes written since write-back was last started.
+    pending: std::sync::atomic::AtomicU64,
 }
+
+/// Bytes written between two write-back starts in write-behind mode.
+const WRITE_BEHIND: u64 = 64 << 20;
 
 impl std::fmt::Debug for ImageFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,6 +59,8 @@ impl ImageFile {
             path: path.to_path_buf(),
             observer: None,
             window: None,
+            behind: Default::default(),
+            pending: Default::default(),
         }
     }
 
@@ -70,7 +79,32 @@ impl ImageFile {
             path: path.to_path_buf(),
             observer: None,
             window: Some((start, len)),
+            behind: Default::default(),
+            pending: Default::default(),
         })
+    }
+
+    /// Write-behind for a file being filled in bulk: every 64 MiB written,
+    /// write-back of everything written so far is started without waiting
+    /// for it, and pages already clean leave the page cache. A later
+    /// [`sync_data`](Self::sync_data) then waits for the tail only, and a
+    /// large output does not push everything else out of the page cache.
+    /// Advice only: durability still comes from `sync_data` alone.
+    pub fn set_write_behind(&self, on: bool) {
+        self.behind.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn wrote(&self, len: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.behind.load(Relaxed) {
+            return;
+        }
+        if self.pending.fetch_add(len, Relaxed).saturating_add(len) >= WRITE_BEHIND {
+            self.pending.store(0, Relaxed);
+            // POSIX_FADV_DONTNEED starts write-back of dirty pages and
+            // drops clean ones; a failure only costs speed.
+            let _ = rustix::fs::fadvise(&self.file, 0, None, rustix::fs::Advice::DontNeed);
+        }
     }
 
     /// Whether this is a read-only window of a larger file.
@@ -93,6 +127,8 @@ impl ImageFile {
             path: path.to_path_buf(),
             observer: Some(observer),
             window: None,
+            behind: Default::default(),
+            pending: Default::default(),
         }
     }
 
@@ -161,6 +197,7 @@ impl ImageFile {
         if let Some(o) = &self.observer {
             o.write(offset, buf);
         }
+        self.wrote(buf.len() as u64);
         Ok(())
     }
 

@@ -93,14 +93,18 @@ impl Image {
         }
     }
 
-    /// Marks a new image as staging (see [`VhdImage::set_staging`]): its
-    /// allocations skip the flushes that order data before metadata for
-    /// crash safety, which an image nobody opens before its final flush
-    /// does not need. VHDX already defers its table updates to the next
-    /// flush; raw images have none.
+    /// Marks a new image as staging, being filled before anything can open
+    /// it (see [`VhdImage::set_staging`]): its allocations skip the flushes
+    /// that order data before metadata for crash safety, which an image
+    /// nobody opens before its final flush does not need (VHDX already
+    /// defers its table updates to the next flush; raw images have none),
+    /// and its file is written behind (see
+    /// [`ImageFile::set_write_behind`](crate::ImageFile::set_write_behind)).
     pub fn set_staging(&self, staging: bool) {
-        if let Image::Vhd(i) = self {
-            i.set_staging(staging);
+        match self {
+            Image::Raw(i) => i.image_file().set_write_behind(staging),
+            Image::Vhd(i) => i.set_staging(staging),
+            Image::Vhdx(i) => i.image_file().set_write_behind(staging),
         }
     }
 

@@ -93,7 +93,7 @@ impl Target<'_> {
             if self.format == Format::Vhdx {
                 opts.physical_sector_size = Some(physical_sector_size.unwrap_or(4096).max(4096));
             }
-            return vhd::create(self.dest, &opts).map_err(|e| disk_err(href, e));
+            return staging(vhd::create(self.dest, &opts).map_err(|e| disk_err(href, e))?);
         };
         let size = self.size_for(content);
         match self.format {
@@ -103,6 +103,7 @@ impl Target<'_> {
                     &CreateOptions::new(Format::Raw, ImageType::Dynamic, size),
                 )
                 .map_err(|e| disk_err(href, e))?;
+                out.set_staging(true);
                 let source =
                     open_output(&parent.path, Format::Raw, true).map_err(|e| disk_err(href, e))?;
                 let from = covered.min(parent.size);
@@ -127,6 +128,7 @@ impl Target<'_> {
                 }
                 drop(p);
                 let out = vhd::create(self.dest, &opts).map_err(|e| disk_err(href, e))?;
+                out.set_staging(true);
                 if size > parent.size {
                     // Past its parent's end a child reads zeros; say so
                     // in the child (zero blocks, cheap), so that no reader
@@ -203,4 +205,12 @@ pub(crate) fn overlay(
     }
     out.flush().map_err(|e| disk_err(href, e))?;
     Ok(written)
+}
+
+/// An import's output is filled before anything uses it (the VM definition
+/// naming it is written only after every disk is flushed, and a failed
+/// import removes what it wrote): it is staging.
+fn staging(image: vhd::Image) -> Result<vhd::Image> {
+    image.set_staging(true);
+    Ok(image)
 }

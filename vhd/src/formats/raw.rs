@@ -19,6 +19,11 @@ pub struct RawImage {
 }
 
 impl RawImage {
+    /// The file the image lives in.
+    pub(crate) fn image_file(&self) -> &ImageFile {
+        &self.file
+    }
+
     /// Wraps an already opened file as a raw image of the file's size.
     pub fn from_file(file: ImageFile, read_only: bool) -> Result<Self> {
         let size = file.len()?;

@@ -22,8 +22,6 @@ const CHUNK: usize = 4 << 20;
 const IN_FLIGHT: usize = 4;
 /// Granularity at which zero runs inside data are skipped.
 const ZERO_GRAIN: usize = 64 << 10;
-/// Bytes written between two write-behind kicks.
-const WRITE_BEHIND: u64 = 64 << 20;
 
 /// How to convert.
 #[derive(Debug, Clone)]
@@ -117,11 +115,10 @@ pub fn convert(
     };
     let _ = fs::remove_file(&tmp.path);
     let out = crate::create(&tmp.path, &create)?;
-    // Nothing opens the temporary file before its final flush and rename.
+    // Nothing opens the temporary file before its final flush and rename:
+    // no ordering flushes inside it, and its write-back starts early.
     out.set_staging(true);
-    // A second handle on the output, only to start its write-back early.
-    let behind = fs::File::open(&tmp.path).ok();
-    let stats = copy(source, &out, progress, behind.as_ref())?;
+    let stats = copy(source, &out, progress)?;
     out.flush()?;
     drop(out);
     fs::rename(&tmp.path, dest).map_err(|e| Error::io("renaming into place", dest, e))?;
@@ -135,24 +132,12 @@ pub fn convert(
     Ok(stats)
 }
 
-/// Starts the write-back of what has been written to `file` so far without
-/// waiting for it, and lets the page cache drop what is already clean: the
-/// final flush then waits for the tail only, and a large conversion does
-/// not push everything else out of the page cache. Advice only: a failure
-/// changes nothing but speed.
-fn write_behind(file: &fs::File) {
-    let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed);
-}
-
 /// Copies every non-zero byte of `source` into `dest` (same virtual size,
-/// `dest` reading as zeros where nothing is written). With `behind` (a
-/// handle on `dest`'s file), write-back is started every
-/// [`WRITE_BEHIND`] bytes.
+/// `dest` reading as zeros where nothing is written).
 pub(crate) fn copy(
     source: &dyn DiskImage,
     dest: &dyn DiskImage,
     progress: Option<Progress>,
-    behind: Option<&fs::File>,
 ) -> Result<ConvertStats> {
     let size = source.virtual_size();
     if dest.virtual_size() < size {
@@ -196,17 +181,10 @@ pub(crate) fn copy(
             Ok((read, skipped))
         });
         let mut written = 0u64;
-        let mut kicked = 0u64;
         let mut result = Ok(());
         for (pos, len, buf) in full_rx.iter() {
             if result.is_ok() {
                 result = write_nonzero(dest, &buf[..len], pos).map(|n| written += n);
-                if let Some(f) = behind
-                    && written - kicked >= WRITE_BEHIND
-                {
-                    write_behind(f);
-                    kicked = written;
-                }
                 if let Some(p) = progress {
                     p(pos + len as u64, size);
                 }

@@ -192,8 +192,10 @@ impl VhdImage {
     /// renamed into place only after its final [`flush`](DiskImage::flush).
     /// Allocation then no longer flushes a new block's data before writing
     /// its table entry; that ordering only matters to an image a crash can
-    /// leave in use. `flush` still makes everything durable.
+    /// leave in use. `flush` still makes everything durable. Write-behind
+    /// (see [`ImageFile::set_write_behind`](crate::ImageFile::set_write_behind)) is on while staging.
     pub fn set_staging(&self, staging: bool) {
+        self.file.set_write_behind(staging);
         if let Layout::Sparse(s) = &self.layout {
             s.ordered
                 .store(!staging, std::sync::atomic::Ordering::Relaxed);

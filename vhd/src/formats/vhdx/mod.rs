@@ -195,6 +195,11 @@ pub(crate) fn parse_tables(
 }
 
 impl VhdxImage {
+    /// The file the image lives in.
+    pub(crate) fn image_file(&self) -> &ImageFile {
+        &self.file
+    }
+
     /// Opens a VHDX image from an open file. A log left dirty is replayed
     /// (read-write) or laid over every read (read-only).
     pub fn open(file: ImageFile, read_only: bool, ctx: &ChainContext) -> Result<Self> {
