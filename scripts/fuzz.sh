@@ -4,6 +4,7 @@
 #   bash scripts/fuzz.sh smoke [SECONDS]          every target for SECONDS (default 30)
 #   bash scripts/fuzz.sh long SECONDS [TARGET...]   the named targets (default all) for SECONDS each
 #   bash scripts/fuzz.sh build                     build the targets only
+#   bash scripts/fuzz.sh replay                    run fixtures/hostile inputs once each
 #
 # Each run starts from a temporary copy of the committed corpus
 # (fuzz/corpus/TARGET), with the target's dictionary (fuzz/dicts) when it
@@ -51,6 +52,28 @@ build() {
     (cd fuzz && cargo +nightly fuzz build "${BUILD_FLAGS[@]}" "$@")
 }
 
+# replay TARGET: runs every kept hostile input of the target once (crash,
+# hang and out-of-memory reproducers, and inputs that reach error paths);
+# any failure fails the run. Part of the smoke run, so of the test command.
+replay() {
+    local target=$1
+    local dir="fixtures/hostile/$target"
+    [ -d "$dir" ] || return 0
+    local files=("$dir"/*)
+    [ -e "${files[0]}" ] || return 0
+    local log
+    log=$(mktemp)
+    if "$BIN/$target" -rss_limit_mb=2048 -timeout=10 "${files[@]}" >"$log" 2>&1; then
+        echo "fuzz: $target replayed ${#files[@]} kept inputs"
+        rm -f "$log"
+    else
+        echo "fuzz: $target FAILED on a kept input in $dir; log follows"
+        tail -n 60 "$log"
+        rm -f "$log"
+        return 1
+    fi
+}
+
 # run TARGET SECONDS MERGE
 run() {
     local target=$1 seconds=$2 merge=$3
@@ -92,12 +115,21 @@ case "$mode" in
     build)
         build
         ;;
+    replay)
+        build
+        failed=0
+        for t in "${TARGETS[@]}"; do replay "$t" || failed=1; done
+        [ "$failed" -eq 0 ] || exit 1
+        ;;
     smoke)
         seconds=${2:-${FUZZ_SMOKE_SECONDS:-30}}
         build
         failed=0
-        for t in "${TARGETS[@]}"; do run "$t" "$seconds" no || failed=1; done
-        [ "$failed" -eq 0 ] || { echo "fuzz: smoke run found crashes (see fuzz/artifacts)"; exit 1; }
+        for t in "${TARGETS[@]}"; do
+            replay "$t" || failed=1
+            run "$t" "$seconds" no || failed=1
+        done
+        [ "$failed" -eq 0 ] || { echo "fuzz: smoke run found crashes (see above and fuzz/artifacts)"; exit 1; }
         echo "fuzz: smoke ok (${#TARGETS[@]} targets, ${seconds}s each)"
         ;;
     long)
@@ -111,7 +143,7 @@ case "$mode" in
         [ "$failed" -eq 0 ] || { echo "fuzz: found crashes (see fuzz/artifacts)"; exit 1; }
         ;;
     *)
-        echo "usage: fuzz.sh smoke [SECONDS] | long SECONDS [TARGET...] | build" >&2
+        echo "usage: fuzz.sh smoke [SECONDS] | long SECONDS [TARGET...] | build | replay" >&2
         exit 2
         ;;
 esac
