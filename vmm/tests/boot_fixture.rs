@@ -2,42 +2,10 @@
 //! bzImage and as a PVH ELF, with one and two vCPUs, and check the report
 //! it prints on the serial port against what the VMM handed it.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+mod common;
 
 use vmm::layout::e820_map;
 use vmm::{SerialConfig, Vm, VmConfig, VmExit};
-
-/// Builds the fixture guest once per test binary; panics with the reason
-/// (a missing tool, no /dev/kvm) rather than skipping.
-fn fixture_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        assert!(
-            Path::new("/dev/kvm").exists(),
-            "/dev/kvm does not exist: these tests boot a guest under KVM; \
-             load the kvm module (kvm_intel or kvm_amd) or run on a host with KVM"
-        );
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixture-guest");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/guest/build.sh");
-        let result = Command::new("sh").arg(&script).arg(&out).output().unwrap_or_else(|e| {
-            panic!("cannot run {}: {e}; install a POSIX sh", script.display())
-        });
-        assert!(
-            result.status.success(),
-            "building the fixture guest failed (it needs gcc, ld and objcopy; install gcc and binutils):\n{}",
-            String::from_utf8_lossy(&result.stderr)
-        );
-        out
-    })
-}
-
-fn fnv1a32(data: &[u8]) -> u32 {
-    data.iter().fold(2_166_136_261u32, |h, b| {
-        (h ^ u32::from(*b)).wrapping_mul(16_777_619)
-    })
-}
 
 /// Deterministic initrd content (xorshift), `len` bytes.
 fn initrd_bytes(len: usize, mut seed: u64) -> Vec<u8> {
@@ -59,7 +27,7 @@ struct Boot {
 fn boot(image: &str, cpus: u8, memory: u64, cmdline: &str, initrd: Option<&[u8]>) -> Boot {
     let tmp = tempfile::tempdir().unwrap();
     let console = tmp.path().join("console");
-    let mut config = VmConfig::new(fixture_dir().join(image));
+    let mut config = VmConfig::new(common::fixture_dir().join(image));
     config.cpus = cpus;
     config.memory = memory;
     config.boot.cmdline = cmdline.to_string();
@@ -105,7 +73,7 @@ fn check(b: &Boot, protocol: &str, cpus: u8, memory: u64, cmdline: &str, initrd:
             has(&format!(
                 "initrd size={} fnv1a={:#x}",
                 data.len(),
-                fnv1a32(data)
+                common::fnv1a32(data)
             )),
             "{r:#?}"
         ),
@@ -199,7 +167,7 @@ fn unknown_kernel_format_is_a_typed_error() {
     std::fs::write(&kernel, vec![0x5a; 4096]).unwrap();
     let mut config = VmConfig::new(&kernel);
     config.serial = SerialConfig::Null;
-    let _ = fixture_dir(); // fails with a clear message when /dev/kvm is missing
+    let _ = common::fixture_dir(); // fails with a clear message when /dev/kvm is missing
     let err = Vm::build(&config).unwrap_err();
     assert!(
         matches!(
@@ -216,7 +184,7 @@ fn initrd_larger_than_memory_is_refused() {
     let initrd = tmp.path().join("initrd");
     let f = std::fs::File::create(&initrd).unwrap();
     f.set_len(MEM).unwrap(); // sparse: no real allocation
-    let mut config = VmConfig::new(fixture_dir().join("fixture.bzImage"));
+    let mut config = VmConfig::new(common::fixture_dir().join("fixture.bzImage"));
     config.memory = MEM;
     config.boot.initrd = Some(initrd);
     config.serial = SerialConfig::Null;

@@ -3,37 +3,17 @@
 //! `VmExit::Interrupted` and stop every vCPU thread. A test binary of its
 //! own, because the signal goes to the whole process.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use vmm::{SerialConfig, Vm, VmConfig, VmExit};
-
-fn fixture(image: &str) -> PathBuf {
-    assert!(
-        Path::new("/dev/kvm").exists(),
-        "/dev/kvm does not exist: this test boots a guest under KVM; load the kvm module"
-    );
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixture-guest-interrupt");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/guest/build.sh");
-    let result = Command::new("sh")
-        .arg(&script)
-        .arg(&out)
-        .output()
-        .expect("run sh");
-    assert!(
-        result.status.success(),
-        "building the fixture guest failed (it needs gcc, ld and objcopy; install gcc and binutils):\n{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    out.join(image)
-}
 
 #[test]
 fn sigint_stops_a_running_vm() {
     let tmp = tempfile::tempdir().unwrap();
     let console = tmp.path().join("console");
-    let mut config = VmConfig::new(fixture("fixture.pvh.elf"));
+    let mut config = VmConfig::new(common::fixture_dir().join("fixture.pvh.elf"));
     config.cpus = 2;
     config.memory = 32 << 20;
     config.boot.cmdline = "fixture.hang".into();

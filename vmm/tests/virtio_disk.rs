@@ -5,47 +5,16 @@
 //! reads the format, libvhdi where it does not) and hold exactly the
 //! guest's writes.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 use vhd::{CreateOptions, DiskImage, Format, ImageType, OpenOptions};
 use vmm::{DiskConfig, SerialConfig, Vm, VmConfig, VmExit};
 
 const DISK: u64 = 4 << 20;
 const MEM: u64 = 64 << 20;
-
-/// Builds the fixture guest once per test binary; fails (never skips) when
-/// /dev/kvm, gcc or binutils are missing.
-fn fixture() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        assert!(
-            Path::new("/dev/kvm").exists(),
-            "/dev/kvm does not exist: these tests boot a guest under KVM; \
-             load the kvm module (kvm_intel or kvm_amd) or run on a host with KVM"
-        );
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixture-guest-virtio");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/guest/build.sh");
-        let result = Command::new("sh")
-            .arg(&script)
-            .arg(&out)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}; install a POSIX sh", script.display()));
-        assert!(
-            result.status.success(),
-            "building the fixture guest failed (it needs gcc, ld and objcopy; install gcc and binutils):\n{}",
-            String::from_utf8_lossy(&result.stderr)
-        );
-        out.join("fixture.bzImage")
-    })
-}
-
-fn fnv1a32(data: &[u8]) -> u32 {
-    data.iter().fold(2_166_136_261u32, |h, b| {
-        (h ^ u32::from(*b)).wrapping_mul(16_777_619)
-    })
-}
 
 /// The first 4 KiB the test writes before boot (xorshift).
 fn seed_bytes(seed: u64) -> Vec<u8> {
@@ -143,7 +112,7 @@ impl Run {
 fn boot(disks: &[Disk], mode: &str) -> Run {
     let tmp = tempfile::tempdir().unwrap();
     let console = tmp.path().join("console");
-    let mut config = VmConfig::new(fixture());
+    let mut config = VmConfig::new(common::fixture_bzimage());
     config.memory = MEM;
     config.boot.cmdline = format!("console=ttyS0 fixture.virtio={mode}");
     config.serial = SerialConfig::File(console.clone());
@@ -213,7 +182,7 @@ fn verify(run: &Run, disk: &Disk, slot: u32, mode: &str) {
         format!(
             "{p}read-status=0 read-fnv1a={:#x} write-status={write} flush-status={flush} \
              readback-status=0 readback={readback}",
-            fnv1a32(&disk.seed)
+            common::fnv1a32(&disk.seed)
         )
     );
 
@@ -396,7 +365,7 @@ fn readonly_vhdx_refuses_writes_and_vhd_dynamic_writes_intx() {
 fn vhdx_opened_writable_is_locked_against_a_second_vm() {
     let tmp = tempfile::tempdir().unwrap();
     let disk = make(tmp.path(), "locked.vhdx", Kind::VhdxDynamic, 10);
-    let mut config = VmConfig::new(fixture());
+    let mut config = VmConfig::new(common::fixture_bzimage());
     config.memory = MEM;
     config.serial = SerialConfig::Null;
     config.disks = vec![DiskConfig::new(&disk.path)];
@@ -414,7 +383,7 @@ fn vhdx_opened_writable_is_locked_against_a_second_vm() {
 fn disk_format_mismatch_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let disk = make(tmp.path(), "disk.vhd", Kind::VhdDynamic, 11);
-    let mut config = VmConfig::new(fixture());
+    let mut config = VmConfig::new(common::fixture_bzimage());
     config.memory = MEM;
     config.serial = SerialConfig::Null;
     config.disks = vec![DiskConfig {
