@@ -287,11 +287,15 @@ fn inspect_shows_the_chains() {
     assert_eq!(d("grand").href.as_deref(), Some("grand.vmdk"));
 }
 
-#[test]
-fn a_child_larger_than_its_parent() {
-    let base = layer(11, SIZE, None);
-    let big = SIZE + (3 << 20);
-    let child = layer(12, big, Some(&base.content));
+/// Writes an OVA at `pkg` with disk "base" (SIZE bytes) and disk "child"
+/// (`child_capacity` bytes) over it, members in `order`.
+fn write_base_and_child(
+    pkg: &Path,
+    base: &Layer,
+    child: &Layer,
+    child_capacity: usize,
+    order: &[&str],
+) {
     let ovf = descriptor(
         &[
             DiskDef {
@@ -303,7 +307,7 @@ fn a_child_larger_than_its_parent() {
             DiskDef {
                 id: "child",
                 href: Some("child.vmdk"),
-                capacity: big as u64,
+                capacity: child_capacity as u64,
                 parent: Some("base"),
             },
         ],
@@ -313,17 +317,18 @@ fn a_child_larger_than_its_parent() {
         ("base.vmdk", &base.stream[..]),
         ("child.vmdk", &child.stream[..]),
     ];
+    std::fs::write(pkg, ova(&ovf, &files, order)).unwrap();
+}
+
+#[test]
+fn a_child_larger_than_its_parent() {
+    let base = layer(11, SIZE, None);
+    let big = SIZE + (3 << 20);
+    let child = layer(12, big, Some(&base.content));
     let tmp = tempfile::tempdir().unwrap();
     let pkg = tmp.path().join("big.ova");
-    std::fs::write(
-        &pkg,
-        ova(
-            &ovf,
-            &files,
-            &["chain.ovf", "child.vmdk", "base.vmdk", "chain.mf"],
-        ),
-    )
-    .unwrap();
+    let order = ["chain.ovf", "child.vmdk", "base.vmdk", "chain.mf"];
+    write_base_and_child(&pkg, &base, &child, big, &order);
     // VHDX records the child's own size; raw flattens.
     for format in [vhd::Format::Vhdx, vhd::Format::Raw] {
         let out = tmp.path().join(format!("out-{format}"));
@@ -501,31 +506,10 @@ fn a_child_smaller_than_its_parent_is_not_cut() {
     let child = layer(42, half, Some(&base.content));
     let mut want = base.content.clone();
     want[..half].copy_from_slice(&child.content);
-    let ovf = descriptor(
-        &[
-            DiskDef {
-                id: "base",
-                href: Some("base.vmdk"),
-                capacity: SIZE as u64,
-                parent: None,
-            },
-            DiskDef {
-                id: "child",
-                href: Some("child.vmdk"),
-                capacity: half as u64,
-                parent: Some("base"),
-            },
-        ],
-        &["child"],
-    );
-    let files = [
-        ("base.vmdk", &base.stream[..]),
-        ("child.vmdk", &child.stream[..]),
-    ];
     let tmp = tempfile::tempdir().unwrap();
     let pkg = tmp.path().join("small.ova");
     let order = ["chain.ovf", "base.vmdk", "child.vmdk", "chain.mf"];
-    std::fs::write(&pkg, ova(&ovf, &files, &order)).unwrap();
+    write_base_and_child(&pkg, &base, &child, half, &order);
     for format in FORMATS {
         let out = tmp.path().join(format!("out-{format}"));
         let report = import_as(&pkg, &out, format).unwrap();
