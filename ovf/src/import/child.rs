@@ -80,7 +80,10 @@ impl Target<'_> {
     /// Creates the image for content of `content` bytes whose first
     /// `covered` bytes the source will define entirely. Over a parent, a
     /// VHD or VHDX target is a differencing image and a raw target gets
-    /// the parent's data beyond `covered` copied in.
+    /// the parent's data beyond `covered` copied in. The image is staging
+    /// ([`vhd::Image::set_staging`]): an import's output is filled before
+    /// anything uses it (the VM definition naming it is written only after
+    /// every disk is flushed, and a failed import removes what it wrote).
     pub(crate) fn create(
         &self,
         href: &str,
@@ -93,7 +96,9 @@ impl Target<'_> {
             if self.format == Format::Vhdx {
                 opts.physical_sector_size = Some(physical_sector_size.unwrap_or(4096).max(4096));
             }
-            return staging(vhd::create(self.dest, &opts).map_err(|e| disk_err(href, e))?);
+            let out = vhd::create(self.dest, &opts).map_err(|e| disk_err(href, e))?;
+            out.set_staging(true);
+            return Ok(out);
         };
         let size = self.size_for(content);
         match self.format {
@@ -205,12 +210,4 @@ pub(crate) fn overlay(
     }
     out.flush().map_err(|e| disk_err(href, e))?;
     Ok(written)
-}
-
-/// An import's output is filled before anything uses it (the VM definition
-/// naming it is written only after every disk is flushed, and a failed
-/// import removes what it wrote): it is staging.
-fn staging(image: vhd::Image) -> Result<vhd::Image> {
-    image.set_staging(true);
-    Ok(image)
 }
