@@ -21,9 +21,16 @@ pub struct ImageFile {
     behind: std::sync::atomic::AtomicBool,
     /// Bytes written since write-back was last started.
     pending: std::sync::atomic::AtomicU64,
+    /// Bytes written since clean pages were last dropped.
+    pending_drop: std::sync::atomic::AtomicU64,
+    /// Lowest offset and highest end written since write-back was last started.
+    dirty_lo: std::sync::atomic::AtomicU64,
+    dirty_hi: std::sync::atomic::AtomicU64,
 }
 
 /// Bytes written between two write-back starts in write-behind mode.
+const WRITE_BEHIND_KICK: u64 = 8 << 20;
+/// Bytes written between two sweeps of clean pages in write-behind mode.
 const WRITE_BEHIND: u64 = 64 << 20;
 
 impl std::fmt::Debug for ImageFile {
@@ -61,6 +68,9 @@ impl ImageFile {
             window: None,
             behind: Default::default(),
             pending: Default::default(),
+            pending_drop: Default::default(),
+            dirty_lo: std::sync::atomic::AtomicU64::new(u64::MAX),
+            dirty_hi: Default::default(),
         }
     }
 
@@ -81,12 +91,15 @@ impl ImageFile {
             window: Some((start, len)),
             behind: Default::default(),
             pending: Default::default(),
+            pending_drop: Default::default(),
+            dirty_lo: std::sync::atomic::AtomicU64::new(u64::MAX),
+            dirty_hi: Default::default(),
         })
     }
 
-    /// Write-behind for a file being filled in bulk: every 64 MiB written,
-    /// write-back of everything written so far is started without waiting
-    /// for it, and pages already clean leave the page cache. A later
+    /// Write-behind for a file being filled in bulk: every 8 MiB written,
+    /// write-back of the range just written is started without waiting for
+    /// it, and every 64 MiB the pages already clean leave the page cache. A later
     /// [`sync_data`](Self::sync_data) then waits for the tail only, and a
     /// large output does not push everything else out of the page cache.
     /// Advice only: durability still comes from `sync_data` alone.
@@ -94,15 +107,37 @@ impl ImageFile {
         self.behind.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
-    fn wrote(&self, len: u64) {
+    fn wrote(&self, offset: u64, len: u64) {
         use std::sync::atomic::Ordering::Relaxed;
         if !self.behind.load(Relaxed) {
             return;
         }
-        if self.pending.fetch_add(len, Relaxed).saturating_add(len) >= WRITE_BEHIND {
+        self.dirty_lo.fetch_min(offset, Relaxed);
+        self.dirty_hi.fetch_max(offset.saturating_add(len), Relaxed);
+        if self.pending.fetch_add(len, Relaxed).saturating_add(len) >= WRITE_BEHIND_KICK {
             self.pending.store(0, Relaxed);
-            // POSIX_FADV_DONTNEED starts write-back of dirty pages and
-            // drops clean ones; a failure only costs speed.
+            let lo = self.dirty_lo.swap(u64::MAX, Relaxed);
+            let hi = self.dirty_hi.swap(0, Relaxed);
+            // On a range, POSIX_FADV_DONTNEED starts write-back of its
+            // dirty pages without waiting; a failure only costs speed.
+            if lo < hi {
+                let _ = rustix::fs::fadvise(
+                    &self.file,
+                    lo,
+                    std::num::NonZeroU64::new(hi - lo),
+                    rustix::fs::Advice::DontNeed,
+                );
+            }
+        }
+        if self
+            .pending_drop
+            .fetch_add(len, Relaxed)
+            .saturating_add(len)
+            >= WRITE_BEHIND
+        {
+            self.pending_drop.store(0, Relaxed);
+            // Over the whole file it also drops the pages whose write-back
+            // has finished.
             let _ = rustix::fs::fadvise(&self.file, 0, None, rustix::fs::Advice::DontNeed);
         }
     }
@@ -129,6 +164,9 @@ impl ImageFile {
             window: None,
             behind: Default::default(),
             pending: Default::default(),
+            pending_drop: Default::default(),
+            dirty_lo: std::sync::atomic::AtomicU64::new(u64::MAX),
+            dirty_hi: Default::default(),
         }
     }
 
@@ -197,7 +235,7 @@ impl ImageFile {
         if let Some(o) = &self.observer {
             o.write(offset, buf);
         }
-        self.wrote(buf.len() as u64);
+        self.wrote(offset, buf.len() as u64);
         Ok(())
     }
 
