@@ -130,11 +130,25 @@ impl DiskImage for Image {
     fn read_only(&self) -> bool {
         self.inner().read_only()
     }
+    // The data path calls each format directly and inline: every frame
+    // still on the stack when the read or write system call returns costs
+    // a mispredicted return where the kernel refills the return stack
+    // buffer (a Spectre mitigation), which is measurable on 4 KiB requests.
+    #[inline]
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        self.inner().read_at(buf, offset)
+        match self {
+            Image::Raw(i) => i.read_at(buf, offset),
+            Image::Vhd(i) => i.read_at(buf, offset),
+            Image::Vhdx(i) => i.read_at(buf, offset),
+        }
     }
+    #[inline]
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
-        self.inner().write_at(buf, offset)
+        match self {
+            Image::Raw(i) => i.write_at(buf, offset),
+            Image::Vhd(i) => i.write_at(buf, offset),
+            Image::Vhdx(i) => i.write_at(buf, offset),
+        }
     }
     fn flush(&self) -> Result<()> {
         self.inner().flush()

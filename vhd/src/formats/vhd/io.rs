@@ -147,6 +147,7 @@ impl Sparse {
         Ok(true)
     }
 
+    #[inline]
     pub(super) fn read(&self, file: &ImageFile, buf: &mut [u8], offset: u64) -> Result<()> {
         let mut done = 0u64;
         for (i, in_block, n) in self.chunks(offset, buf.len() as u64) {

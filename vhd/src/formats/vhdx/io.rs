@@ -207,8 +207,13 @@ pub(super) fn read_parent(img: &VhdxImage, buf: &mut [u8], pos: u64) -> Result<(
 }
 
 /// Reads `buf` at disk offset `offset` (inside the disk).
+#[inline]
 pub(super) fn read(img: &VhdxImage, buf: &mut [u8], offset: u64) -> Result<()> {
     let bs = u64::from(img.meta.block_size);
+    let in_off = offset % bs;
+    if in_off + buf.len() as u64 <= bs {
+        return read_in_block(img, offset / bs, in_off, buf);
+    }
     let mut done = 0usize;
     while done < buf.len() {
         let pos = offset + done as u64;
@@ -220,13 +225,32 @@ pub(super) fn read(img: &VhdxImage, buf: &mut [u8], offset: u64) -> Result<()> {
     Ok(())
 }
 
-/// Reads inside one block.
+/// Reads inside one block. Inline, so that the read of a fully present
+/// block (the common case) is made from the caller's frame; every other
+/// state takes [`read_in_block_slow`].
+#[inline]
 pub(super) fn read_in_block(
     img: &VhdxImage,
     block: u64,
     in_off: u64,
     buf: &mut [u8],
 ) -> Result<()> {
+    match full_block_offset(img, block)? {
+        Some(offset) => img.read_file(buf, offset + in_off),
+        None => read_in_block_slow(img, block, in_off, buf),
+    }
+}
+
+/// The file offset of `block` when it is fully present.
+fn full_block_offset(img: &VhdxImage, block: u64) -> Result<Option<u64>> {
+    let layout = read_lock(&img.layout);
+    let b = lookup(img, &layout, block)?;
+    Ok((b.state == PayloadState::FullyPresent).then_some(b.offset))
+}
+
+/// Reads inside one block, whatever its state.
+#[inline(never)]
+fn read_in_block_slow(img: &VhdxImage, block: u64, in_off: u64, buf: &mut [u8]) -> Result<()> {
     let bs = u64::from(img.meta.block_size);
     let pos = block * bs + in_off;
     let layout = read_lock(&img.layout);

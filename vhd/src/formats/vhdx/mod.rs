@@ -120,6 +120,7 @@ fn write_lock<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 
 /// Reads `buf` at `offset`, zero past the end of the file, with the
 /// unapplied log (if any) laid over it.
+#[inline]
 fn read_overlaid(
     file: &ImageFile,
     replay: Option<&Replay>,
@@ -311,6 +312,7 @@ impl VhdxImage {
     }
 
     /// Reads file bytes (metadata or data) as the image sees them.
+    #[inline]
     fn read_file(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         read_overlaid(&self.file, self.replay.as_ref(), buf, offset)
     }
