@@ -244,3 +244,37 @@ fn differencing_vhd_survives_a_power_cut_anywhere() {
     drop(vhd::create(&child, &o).unwrap());
     run("differencing", dir.path(), &child, content, 11);
 }
+
+/// The table entry of a new block reaches the file only when a flush has
+/// made the block's data durable (nothing then points at a block a power
+/// cut could lose), and dropping the image without a flush still links it.
+#[test]
+fn new_blocks_are_linked_by_flush_and_by_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("disk.vhd");
+    let o = CreateOptions::new(Format::Vhd, ImageType::Dynamic, 8 << 20);
+    drop(vhd::create(&p, &o).unwrap());
+    let allocated = |path: &Path| {
+        vhd::check(path, false)
+            .unwrap_or_else(|e| panic!("check: {e}"))
+            .allocated_blocks
+    };
+    let data = vec![0x5Au8; 4096];
+
+    let img = vhd::open(&p, &OpenOptions::default()).unwrap();
+    img.write_at(&data, 3 << 20).unwrap();
+    let mut got = vec![0u8; 4096];
+    img.read_at(&mut got, 3 << 20).unwrap();
+    assert_eq!(got, data, "the new block reads back before any flush");
+    assert_eq!(allocated(&p), 0, "no table entry before the flush");
+    img.flush().unwrap();
+    assert_eq!(allocated(&p), 1, "the flush links the block");
+
+    img.write_at(&data, 5 << 20).unwrap();
+    assert_eq!(allocated(&p), 1);
+    drop(img);
+    assert_eq!(allocated(&p), 2, "dropping the image links the block");
+    let img = vhd::open(&p, &OpenOptions::read_only()).unwrap();
+    img.read_at(&mut got, 5 << 20).unwrap();
+    assert_eq!(got, data);
+}

@@ -337,9 +337,10 @@ impl Sparse {
         Ok(())
     }
 
-    /// Allocates block `i` at the end of the file and writes `src` into it.
-    /// Order: data, bitmap and the footer at the new end; flush (unless
-    /// staging); BAT entry.
+    /// Allocates block `i` at the end of the file and writes `src` into it:
+    /// data, bitmap and the footer at the new end now; the table entry at
+    /// the next flush, after they are durable (see `AllocState::unlinked`).
+    /// Until then readers find the block through the in-memory table.
     #[allow(clippy::too_many_arguments)]
     fn allocate(
         &self,
@@ -390,23 +391,56 @@ impl Sparse {
         }
         file.write_all_at(&bitmap, block_at)?;
         file.write_all_at(&read(footer).encode(), footer_at)?;
-        if self.ordered.load(std::sync::atomic::Ordering::Relaxed) {
-            file.sync_data()?;
-        }
-        let entry_at = self.header.table_offset + 4 * i as u64;
-        file.write_all_at(&sector.to_be_bytes(), entry_at)?;
         let bits = bat::classify(bitmap, self.sectors_per_block());
         self.map.set(i, sector, bits);
+        st.unlinked.push(i);
         Ok(())
     }
 
-    /// Makes every completed write durable: data first, then the bitmaps
-    /// whose bits were set since the last flush, then again.
+    /// Writes the table entries of `blocks` (index, sector) with one
+    /// write over the span of the table they cover, patched into what the
+    /// file holds: a crash keeps all of them or none, so a block is never
+    /// linked while one allocated before it is lost (which would leave a
+    /// hole in the middle of the file that no repair can reclaim).
+    fn link(&self, file: &ImageFile, blocks: &[(usize, u32)]) -> Result<()> {
+        let (Some(lo), Some(hi)) = (
+            blocks.iter().map(|b| b.0).min(),
+            blocks.iter().map(|b| b.0).max(),
+        ) else {
+            return Ok(());
+        };
+        let at = self.header.table_offset + 4 * lo as u64;
+        let mut span = vec![0u8; 4 * (hi - lo + 1)];
+        file.read_at_zero_fill(&mut span, at)?;
+        for &(i, sector) in blocks {
+            span[4 * (i - lo)..4 * (i - lo) + 4].copy_from_slice(&sector.to_be_bytes());
+        }
+        file.write_all_at(&span, at)
+    }
+
+    /// Whether blocks or bitmap bits await a flush.
+    pub(super) fn has_pending(&self) -> bool {
+        let st = lock(&self.alloc);
+        !st.dirty.is_empty() || !st.unlinked.is_empty()
+    }
+
+    /// Makes every completed write durable: data first, then the table
+    /// entries of new blocks and the bitmaps whose bits were set since the
+    /// last flush, then again.
     pub(super) fn flush(&self, file: &ImageFile) -> Result<()> {
         let _serial = lock(&self.flush_lock);
-        let pending: Vec<(usize, u64, Vec<u8>)> = {
+        let (pending, unlinked) = {
             let mut st = lock(&self.alloc);
-            st.dirty
+            let unlinked: Vec<(usize, u32)> = st
+                .unlinked
+                .drain(..)
+                .filter_map(|i| match self.map.get(i) {
+                    Some(Entry::Present { sector, .. }) => Some((i, sector)),
+                    _ => None,
+                })
+                .collect();
+            let pending: Vec<(usize, u64, Vec<u8>)> = st
+                .dirty
                 .drain(..)
                 .filter_map(|i| match self.map.get(i) {
                     Some(Entry::Present { sector, bits }) => {
@@ -418,11 +452,13 @@ impl Sparse {
                     }
                     _ => None,
                 })
-                .collect()
+                .collect();
+            (pending, unlinked)
         };
         let result = (|| {
             file.sync_data()?;
-            if !pending.is_empty() {
+            if !pending.is_empty() || !unlinked.is_empty() {
+                self.link(file, &unlinked)?;
                 for (_, at, bytes) in &pending {
                     file.write_all_at(bytes, *at)?;
                 }
@@ -437,6 +473,7 @@ impl Sparse {
                     st.dirty.push(i);
                 }
             }
+            st.unlinked.extend(unlinked.into_iter().map(|(i, _)| i));
         }
         result
     }

@@ -93,9 +93,6 @@ struct Sparse {
     alloc: Mutex<AllocState>,
     flush_lock: Mutex<()>,
     parent: Option<Box<Image>>,
-    /// Allocation flushes a new block's data before its table entry (off
-    /// only for a staging image: see [`VhdImage::set_staging`]).
-    ordered: std::sync::atomic::AtomicBool,
 }
 
 /// What allocation and flushing change, under one mutex.
@@ -105,6 +102,10 @@ struct AllocState {
     next_free: u64,
     /// Blocks whose in-memory bitmap has bits the file lacks.
     dirty: Vec<usize>,
+    /// Blocks allocated since the last flush, whose table entry the file
+    /// lacks: it is written by the next flush, once their bitmap and data
+    /// are durable, so no entry ever points at a block that is not.
+    unlinked: Vec<usize>,
     /// Entries the header declares now (resize can add some).
     table_entries: u32,
 }
@@ -186,20 +187,30 @@ fn read_footer(file: &ImageFile, file_len: u64) -> Result<(Footer, FooterAt)> {
     }
 }
 
+impl Drop for VhdImage {
+    fn drop(&mut self) {
+        // Blocks allocated since the last flush are linked into the table
+        // now (data first), as closing a file keeps what was written to it.
+        // Errors cannot be reported from here: a caller that must know
+        // flushes first.
+        if let Layout::Sparse(s) = &self.layout
+            && !self.read_only
+            && s.has_pending()
+        {
+            let _ = s.flush(&self.file);
+        }
+    }
+}
+
 impl VhdImage {
     /// Marks the image as staging: being filled before anything can open
     /// it, like a conversion's output under a temporary name that is
     /// renamed into place only after its final [`flush`](DiskImage::flush).
-    /// Allocation then no longer flushes a new block's data before writing
-    /// its table entry; that ordering only matters to an image a crash can
-    /// leave in use. `flush` still makes everything durable. Write-behind
-    /// (see [`ImageFile::set_write_behind`](crate::ImageFile::set_write_behind)) is on while staging.
+    /// Bulk write-behind (see
+    /// [`ImageFile::set_write_behind`](crate::ImageFile::set_write_behind))
+    /// is on while staging.
     pub fn set_staging(&self, staging: bool) {
         self.file.set_write_behind(staging);
-        if let Layout::Sparse(s) = &self.layout {
-            s.ordered
-                .store(!staging, std::sync::atomic::Ordering::Relaxed);
-        }
     }
 
     /// Opens a VHD image from an open file. Differencing parents are found
@@ -356,10 +367,10 @@ impl VhdImage {
             alloc: Mutex::new(AllocState {
                 next_free,
                 dirty: Vec::new(),
+                unlinked: Vec::new(),
                 table_entries,
             }),
             flush_lock: Mutex::new(()),
-            ordered: std::sync::atomic::AtomicBool::new(true),
             parent,
         })
     }
