@@ -5,6 +5,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use crate::{Error, Result};
 
@@ -17,21 +19,113 @@ pub struct ImageFile {
     /// A read-only window (start, length) of the file that holds the image,
     /// e.g. a member inside an OVA; `None` for the whole file.
     window: Option<(u64, u64)>,
-    /// Write-behind: start write-back every [`WRITE_BEHIND`] bytes written.
-    behind: std::sync::atomic::AtomicBool,
-    /// Bytes written since write-back was last started.
-    pending: std::sync::atomic::AtomicU64,
-    /// Bytes written since clean pages were last dropped.
-    pending_drop: std::sync::atomic::AtomicU64,
-    /// Lowest offset and highest end written since write-back was last started.
-    dirty_lo: std::sync::atomic::AtomicU64,
-    dirty_hi: std::sync::atomic::AtomicU64,
+    /// Write-back started ahead of flushes.
+    behind: WriteBehind,
 }
 
-/// Bytes written between two write-back starts in write-behind mode.
+/// Bytes of a sequential run (or, in bulk mode, of any writes) between two
+/// write-back starts.
 const WRITE_BEHIND_KICK: u64 = 8 << 20;
-/// Bytes written between two sweeps of clean pages in write-behind mode.
-const WRITE_BEHIND: u64 = 64 << 20;
+/// How far past a sequential run's end a write may start and still
+/// continue it.
+const RUN_GAP: u64 = 4 << 20;
+/// Bytes written between two sweeps of clean pages in bulk mode.
+const WRITE_BEHIND_SWEEP: u64 = 64 << 20;
+
+/// Starts write-back of written data before a flush asks for it, so that
+/// the flush waits for a short tail instead of everything written since the
+/// last one. Advice only: durability comes from
+/// [`ImageFile::sync_data`] alone, and every failure here only costs speed.
+///
+/// Always on for sequential runs: every 8 MiB a run of writes moving
+/// forward covers, the write-back of that range starts (a guest streaming a file, a log). In
+/// bulk mode ([`ImageFile::set_write_behind`]) every 8 MiB of any writes
+/// starts it for the range they span, and every 64 MiB the pages whose
+/// write-back has finished leave the page cache.
+#[derive(Debug)]
+struct WriteBehind {
+    bulk: AtomicBool,
+    /// Bulk mode: bytes written since write-back was last started, and
+    /// since the last sweep.
+    pending: AtomicU64,
+    pending_sweep: AtomicU64,
+    /// Bulk mode: lowest offset and highest end written since write-back
+    /// was last started.
+    lo: AtomicU64,
+    hi: AtomicU64,
+    /// The current sequential run's range not yet handed to write-back.
+    /// A write continues the run when it starts inside it or at most
+    /// [`RUN_GAP`] past its end: a format's metadata written beside the
+    /// data (a VHD block's bitmap, and its footer a block ahead) does not
+    /// break the run.
+    run_start: AtomicU64,
+    run_end: AtomicU64,
+}
+
+impl Default for WriteBehind {
+    fn default() -> Self {
+        WriteBehind {
+            bulk: AtomicBool::new(false),
+            pending: AtomicU64::new(0),
+            pending_sweep: AtomicU64::new(0),
+            lo: AtomicU64::new(u64::MAX),
+            hi: AtomicU64::new(0),
+            run_start: AtomicU64::new(u64::MAX),
+            run_end: AtomicU64::new(0),
+        }
+    }
+}
+
+impl WriteBehind {
+    /// Notes `len` bytes written at `offset` of `file`. Threads racing here
+    /// can only make the advice less precise.
+    fn wrote(&self, file: &File, offset: u64, len: u64) {
+        let end = offset.saturating_add(len);
+        if self.bulk.load(Relaxed) {
+            self.lo.fetch_min(offset, Relaxed);
+            self.hi.fetch_max(end, Relaxed);
+            if self.pending.fetch_add(len, Relaxed).saturating_add(len) >= WRITE_BEHIND_KICK {
+                self.pending.store(0, Relaxed);
+                let lo = self.lo.swap(u64::MAX, Relaxed);
+                let hi = self.hi.swap(0, Relaxed);
+                start_write_back(file, lo, hi);
+            }
+            if self
+                .pending_sweep
+                .fetch_add(len, Relaxed)
+                .saturating_add(len)
+                >= WRITE_BEHIND_SWEEP
+            {
+                self.pending_sweep.store(0, Relaxed);
+                // Over the whole file, POSIX_FADV_DONTNEED also drops the
+                // pages whose write-back has finished.
+                let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed);
+            }
+            return;
+        }
+        let (start, run_end) = (self.run_start.load(Relaxed), self.run_end.load(Relaxed));
+        if offset < start || offset > run_end.saturating_add(RUN_GAP) {
+            self.run_start.store(offset, Relaxed);
+            self.run_end.store(end, Relaxed);
+            return;
+        }
+        let run_end = run_end.max(end);
+        self.run_end.store(run_end, Relaxed);
+        if run_end - start >= WRITE_BEHIND_KICK {
+            self.run_start.store(run_end, Relaxed);
+            start_write_back(file, start, run_end);
+        }
+    }
+}
+
+/// Starts write-back of the dirty pages of `[lo, hi)` without waiting for
+/// it: POSIX_FADV_DONTNEED on a range just written does that, and drops
+/// only pages already clean.
+fn start_write_back(file: &File, lo: u64, hi: u64) {
+    if let Some(len) = hi.checked_sub(lo).and_then(std::num::NonZeroU64::new) {
+        let _ = rustix::fs::fadvise(file, lo, Some(len), rustix::fs::Advice::DontNeed);
+    }
+}
 
 impl std::fmt::Debug for ImageFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -66,11 +160,7 @@ impl ImageFile {
             path: path.to_path_buf(),
             observer: None,
             window: None,
-            behind: Default::default(),
-            pending: Default::default(),
-            pending_drop: Default::default(),
-            dirty_lo: std::sync::atomic::AtomicU64::new(u64::MAX),
-            dirty_hi: Default::default(),
+            behind: WriteBehind::default(),
         }
     }
 
@@ -89,57 +179,17 @@ impl ImageFile {
             path: path.to_path_buf(),
             observer: None,
             window: Some((start, len)),
-            behind: Default::default(),
-            pending: Default::default(),
-            pending_drop: Default::default(),
-            dirty_lo: std::sync::atomic::AtomicU64::new(u64::MAX),
-            dirty_hi: Default::default(),
+            behind: WriteBehind::default(),
         })
     }
 
-    /// Write-behind for a file being filled in bulk: every 8 MiB written,
-    /// write-back of the range just written is started without waiting for
-    /// it, and every 64 MiB the pages already clean leave the page cache. A later
-    /// [`sync_data`](Self::sync_data) then waits for the tail only, and a
-    /// large output does not push everything else out of the page cache.
-    /// Advice only: durability still comes from `sync_data` alone.
+    /// Bulk write-behind, for a file being filled before anything reads
+    /// it: every 8 MiB written, write-back of the range they span starts,
+    /// and every 64 MiB the pages already clean leave the page cache, so a
+    /// large output does not push everything else out of it. (Sequential
+    /// runs always get write-behind.)
     pub fn set_write_behind(&self, on: bool) {
-        self.behind.store(on, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    fn wrote(&self, offset: u64, len: u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        if !self.behind.load(Relaxed) {
-            return;
-        }
-        self.dirty_lo.fetch_min(offset, Relaxed);
-        self.dirty_hi.fetch_max(offset.saturating_add(len), Relaxed);
-        if self.pending.fetch_add(len, Relaxed).saturating_add(len) >= WRITE_BEHIND_KICK {
-            self.pending.store(0, Relaxed);
-            let lo = self.dirty_lo.swap(u64::MAX, Relaxed);
-            let hi = self.dirty_hi.swap(0, Relaxed);
-            // On a range, POSIX_FADV_DONTNEED starts write-back of its
-            // dirty pages without waiting; a failure only costs speed.
-            if lo < hi {
-                let _ = rustix::fs::fadvise(
-                    &self.file,
-                    lo,
-                    std::num::NonZeroU64::new(hi - lo),
-                    rustix::fs::Advice::DontNeed,
-                );
-            }
-        }
-        if self
-            .pending_drop
-            .fetch_add(len, Relaxed)
-            .saturating_add(len)
-            >= WRITE_BEHIND
-        {
-            self.pending_drop.store(0, Relaxed);
-            // Over the whole file it also drops the pages whose write-back
-            // has finished.
-            let _ = rustix::fs::fadvise(&self.file, 0, None, rustix::fs::Advice::DontNeed);
-        }
+        self.behind.bulk.store(on, Relaxed);
     }
 
     /// Whether this is a read-only window of a larger file.
@@ -162,11 +212,7 @@ impl ImageFile {
             path: path.to_path_buf(),
             observer: Some(observer),
             window: None,
-            behind: Default::default(),
-            pending: Default::default(),
-            pending_drop: Default::default(),
-            dirty_lo: std::sync::atomic::AtomicU64::new(u64::MAX),
-            dirty_hi: Default::default(),
+            behind: WriteBehind::default(),
         }
     }
 
@@ -249,7 +295,7 @@ impl ImageFile {
         if let Some(o) = &self.observer {
             o.write(offset, buf);
         }
-        self.wrote(offset, buf.len() as u64);
+        self.behind.wrote(&self.file, offset, buf.len() as u64);
         Ok(())
     }
 
