@@ -94,12 +94,11 @@ impl Image {
     }
 
     /// Marks a new image as staging, being filled before anything can open
-    /// it (see [`VhdImage::set_staging`]): its allocations skip the flushes
-    /// that order data before metadata for crash safety, which an image
-    /// nobody opens before its final flush does not need (VHDX already
-    /// defers its table updates to the next flush; raw images have none),
-    /// and its file is written behind (see
-    /// [`ImageFile::set_write_behind`](crate::ImageFile::set_write_behind)).
+    /// it (see [`VhdImage::set_staging`]): its file is written behind in
+    /// bulk (see
+    /// [`ImageFile::set_write_behind`](crate::ImageFile::set_write_behind)),
+    /// so that its final flush waits for a short tail and a large output
+    /// does not push everything else out of the page cache.
     pub fn set_staging(&self, staging: bool) {
         match self {
             Image::Raw(i) => i.image_file().set_write_behind(staging),

@@ -114,8 +114,8 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("disk");
         let image = create(&path, format, image_type, sector);
-        // A staging image skips ordering flushes; the final flush must
-        // still leave a complete, consistent image.
+        // A staging image is written behind; the final flush must still
+        // leave a complete, consistent image.
         image.set_staging(staging);
         let mut model = vec![0u8; usize::try_from(SIZE).unwrap()];
         for op in &ops {

@@ -116,7 +116,7 @@ pub fn convert(
     let _ = fs::remove_file(&tmp.path);
     let out = crate::create(&tmp.path, &create)?;
     // Nothing opens the temporary file before its final flush and rename:
-    // no ordering flushes inside it, and its write-back starts early.
+    // its write-back starts early and clean pages leave the cache.
     out.set_staging(true);
     let stats = copy(source, &out, progress)?;
     out.flush()?;

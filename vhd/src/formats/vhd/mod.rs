@@ -31,13 +31,16 @@
 //! Concurrency: reads and writes to allocated blocks look the block up in
 //! an in-memory BAT of atomic words, taking no lock (partly present blocks
 //! take a read lock on their bitmap map). Allocation and bitmap changes
-//! take one mutex. Crash safety of allocation: the new block's data, bitmap and the
-//! footer moved to the new end are written, the file is flushed, and only
-//! then is the BAT entry written (the footer goes before the BAT entry so
-//! that no durable entry ever points past the end of the file, which QEMU
-//! refuses); a power cut leaks at most that block. Bits set in an existing
-//! block's bitmap are written at the next flush, after the data they cover
-//! is durable.
+//! take one mutex. Crash safety of allocation: the new block's data, bitmap
+//! and the footer moved to the new end are written at once; its BAT entry
+//! is written by the next flush, after a first fdatasync has made them
+//! durable, so that no durable entry ever points at a block that is not
+//! (or past the end of the file, which QEMU refuses). The entries of one
+//! flush go in one write, so a power cut keeps all of them or none: it
+//! leaks at most the blocks allocated since the last flush, at the end of
+//! the file, where `check --repair` reclaims them. Bits set in an existing
+//! block's bitmap are likewise written at the next flush, after the data
+//! they cover is durable. Dropping the image flushes what is pending.
 
 mod bat;
 mod check;

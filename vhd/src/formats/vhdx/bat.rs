@@ -123,9 +123,12 @@ impl Geometry {
         }
     }
 
-    /// BAT index of payload block `block`.
+    /// BAT index of payload block `block`. The chunk ratio is a power of
+    /// two (2^23 x sector size / block size, both powers of two), so the
+    /// division is a shift, as on every read.
+    #[inline]
     pub fn payload_index(&self, block: u64) -> u64 {
-        block + block / self.chunk_ratio
+        block + (block >> self.chunk_ratio.trailing_zeros())
     }
 
     /// BAT index of the sector bitmap entry of the chunk holding `block`.

@@ -210,9 +210,10 @@ pub(super) fn read_parent(img: &VhdxImage, buf: &mut [u8], pos: u64) -> Result<(
 #[inline]
 pub(super) fn read(img: &VhdxImage, buf: &mut [u8], offset: u64) -> Result<()> {
     let bs = u64::from(img.meta.block_size);
-    let in_off = offset % bs;
+    // The block size is a power of two (validated on open).
+    let in_off = offset & (bs - 1);
     if in_off + buf.len() as u64 <= bs {
-        return read_in_block(img, offset / bs, in_off, buf);
+        return read_in_block(img, offset >> bs.trailing_zeros(), in_off, buf);
     }
     let mut done = 0usize;
     while done < buf.len() {
