@@ -2,11 +2,13 @@
 
 use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::{Arc, OnceLock};
 
 use crate::{Error, Result};
 
@@ -60,6 +62,11 @@ struct WriteBehind {
     /// break the run.
     run_start: AtomicU64,
     run_end: AtomicU64,
+    /// A second open file description of the same file, for the
+    /// write-behind thread: it shares the page cache but not the writer's
+    /// lock, so an image closed while advice about it waits in the queue is
+    /// not left locked. `None` where it cannot be opened.
+    shadow: OnceLock<Option<Arc<File>>>,
 }
 
 impl Default for WriteBehind {
@@ -72,6 +79,7 @@ impl Default for WriteBehind {
             hi: AtomicU64::new(0),
             run_start: AtomicU64::new(u64::MAX),
             run_end: AtomicU64::new(0),
+            shadow: OnceLock::new(),
         }
     }
 }
@@ -88,7 +96,7 @@ impl WriteBehind {
                 self.pending.store(0, Relaxed);
                 let lo = self.lo.swap(u64::MAX, Relaxed);
                 let hi = self.hi.swap(0, Relaxed);
-                start_write_back(file, lo, hi);
+                self.advise(file, lo, hi.checked_sub(lo));
             }
             if self
                 .pending_sweep
@@ -99,7 +107,7 @@ impl WriteBehind {
                 self.pending_sweep.store(0, Relaxed);
                 // Over the whole file, POSIX_FADV_DONTNEED also drops the
                 // pages whose write-back has finished.
-                let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed);
+                self.advise(file, 0, None);
             }
             return;
         }
@@ -113,17 +121,65 @@ impl WriteBehind {
         self.run_end.store(run_end, Relaxed);
         if run_end - start >= WRITE_BEHIND_KICK {
             self.run_start.store(run_end, Relaxed);
-            start_write_back(file, start, run_end);
+            self.advise(file, start, Some(run_end - start));
         }
     }
 }
 
-/// Starts write-back of the dirty pages of `[lo, hi)` without waiting for
-/// it: POSIX_FADV_DONTNEED on a range just written does that, and drops
-/// only pages already clean.
-fn start_write_back(file: &File, lo: u64, hi: u64) {
-    if let Some(len) = hi.checked_sub(lo).and_then(std::num::NonZeroU64::new) {
-        let _ = rustix::fs::fadvise(file, lo, Some(len), rustix::fs::Advice::DontNeed);
+/// Advice queued for the write-behind thread: a file, an offset and a
+/// length (`None`: to the end of the file).
+type Queued = (Arc<File>, u64, Option<u64>);
+
+/// The process's write-behind thread, started on first use; `None` if it
+/// could not be.
+fn write_behind_queue() -> Option<&'static SyncSender<Queued>> {
+    static QUEUE: OnceLock<Option<SyncSender<Queued>>> = OnceLock::new();
+    QUEUE
+        .get_or_init(|| {
+            let (tx, rx) = mpsc::sync_channel::<Queued>(64);
+            std::thread::Builder::new()
+                .name("vhd-write-behind".into())
+                .spawn(move || {
+                    for (file, offset, len) in rx {
+                        fadvise_dontneed(&file, offset, len);
+                    }
+                })
+                .ok()
+                .map(|_| tx)
+        })
+        .as_ref()
+}
+
+/// POSIX_FADV_DONTNEED on `len` bytes at `offset` (`None`: to the end). On
+/// a range just written it starts the write-back of its dirty pages without
+/// waiting for it, and drops only pages already clean.
+fn fadvise_dontneed(file: &File, offset: u64, len: Option<u64>) {
+    let len = len.and_then(std::num::NonZeroU64::new);
+    let _ = rustix::fs::fadvise(file, offset, len, rustix::fs::Advice::DontNeed);
+}
+
+impl WriteBehind {
+    /// Has [`fadvise_dontneed`] applied to `file` by the write-behind
+    /// thread. Starting write-back is slow (the file system allocates
+    /// delayed blocks and builds the requests then: about 2 ms per 8 MiB
+    /// here), so the writer hands it over instead of stalling. A full queue
+    /// drops the advice (the next flush does the work instead); without the
+    /// thread or a second descriptor, the writer applies it itself.
+    fn advise(&self, file: &File, offset: u64, len: Option<u64>) {
+        if len == Some(0) {
+            return;
+        }
+        let shadow = self.shadow.get_or_init(|| {
+            File::open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+                .ok()
+                .map(Arc::new)
+        });
+        match (shadow, write_behind_queue()) {
+            (Some(f), Some(tx)) => {
+                let _ = tx.try_send((Arc::clone(f), offset, len));
+            }
+            _ => fadvise_dontneed(file, offset, len),
+        }
     }
 }
 

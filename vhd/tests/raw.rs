@@ -105,3 +105,37 @@ fn an_image_inside_another_file_opens_through_a_window() {
     assert_eq!((e.offset, e.length), (0, 5000));
     assert!(vhd::open_window(&path, u64::MAX, 2, &vhd::OpenOptions::read_only()).is_err());
 }
+
+/// Sequential writes hand write-back to a helper thread, which holds a
+/// descriptor of the file while advice waits in its queue: a closed image
+/// must still reopen for writing at once, and every byte streamed through
+/// write-behind must be there.
+#[test]
+fn streamed_image_reopens_for_writing_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("disk.img");
+    let size = 64u64 << 20;
+    for round in 0..3u8 {
+        let img = if round == 0 {
+            vhd::create(
+                &path,
+                &CreateOptions::new(Format::Raw, ImageType::Dynamic, size),
+            )
+            .unwrap()
+        } else {
+            vhd::open(&path, &vhd::OpenOptions::default())
+                .unwrap_or_else(|e| panic!("round {round}: reopening at once: {e}"))
+        };
+        let chunk = vec![round.wrapping_add(1); 1 << 20];
+        for i in 0..size >> 20 {
+            img.write_at(&chunk, i << 20).unwrap();
+        }
+        img.flush().unwrap();
+    }
+    let img = vhd::open(&path, &vhd::OpenOptions::read_only()).unwrap();
+    let mut got = vec![0u8; 1 << 20];
+    for i in 0..size >> 20 {
+        img.read_at(&mut got, i << 20).unwrap();
+        assert!(got.iter().all(|&b| b == 3), "MiB {i}");
+    }
+}
