@@ -299,6 +299,8 @@ fn qemu_bench(fmt: &str, path: &Path, size: u64, count: u64, step: u64) -> Resul
     let out = Command::new("qemu-img")
         .args(["bench", "-w", "-f", fmt, "-t", "writeback", "-s", "4096"])
         .args(["-c", &count.to_string(), "-S", &step.to_string()])
+        // qemu-img refuses a flush interval under its queue depth (64).
+        .args(["-d", &count.clamp(1, 64).to_string()])
         .arg(format!("--flush-interval={count}"))
         .arg(p)
         .output()

@@ -40,7 +40,8 @@ const WRITE_BEHIND_SWEEP: u64 = 64 << 20;
 /// [`ImageFile::sync_data`] alone, and every failure here only costs speed.
 ///
 /// Always on for sequential runs: every 8 MiB a run of writes moving
-/// forward covers, the write-back of that range starts (a guest streaming a file, a log). In
+/// forward covers (at least three quarters of it written), the write-back
+/// of that range starts (a guest streaming a file, a log). In
 /// bulk mode ([`ImageFile::set_write_behind`]) every 8 MiB of any writes
 /// starts it for the range they span, and every 64 MiB the pages whose
 /// write-back has finished leave the page cache.
@@ -62,6 +63,8 @@ struct WriteBehind {
     /// break the run.
     run_start: AtomicU64,
     run_end: AtomicU64,
+    /// Bytes written into that range.
+    run_written: AtomicU64,
     /// A second open file description of the same file, for the
     /// write-behind thread: it shares the page cache but not the writer's
     /// lock, so an image closed while advice about it waits in the queue is
@@ -79,6 +82,7 @@ impl Default for WriteBehind {
             hi: AtomicU64::new(0),
             run_start: AtomicU64::new(u64::MAX),
             run_end: AtomicU64::new(0),
+            run_written: AtomicU64::new(0),
             shadow: OnceLock::new(),
         }
     }
@@ -115,13 +119,23 @@ impl WriteBehind {
         if offset < start || offset > run_end.saturating_add(RUN_GAP) {
             self.run_start.store(offset, Relaxed);
             self.run_end.store(end, Relaxed);
+            self.run_written.store(len, Relaxed);
             return;
         }
         let run_end = run_end.max(end);
         self.run_end.store(run_end, Relaxed);
-        if run_end - start >= WRITE_BEHIND_KICK {
+        let written = self.run_written.fetch_add(len, Relaxed).saturating_add(len);
+        let span = run_end - start;
+        if span >= WRITE_BEHIND_KICK {
             self.run_start.store(run_end, Relaxed);
-            self.advise(file, start, Some(run_end - start));
+            self.run_written.store(0, Relaxed);
+            // Only a dense run: the advice also drops the range's clean
+            // pages, and a sparse one (scattered writes that happened to
+            // land near each other) would cost the cache what it holds
+            // between them.
+            if written.saturating_mul(4) >= span.saturating_mul(3) {
+                self.advise(file, start, Some(span));
+            }
         }
     }
 }
