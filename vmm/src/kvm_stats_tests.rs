@@ -1,5 +1,4 @@
-use kvm_ioctls::{Kvm, VcpuExit};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use kvm_ioctls::VcpuExit;
 
 use super::*;
 
@@ -176,22 +175,12 @@ fn arbitrary_bytes_never_panic() {
 /// guest twice for the VMM, which the counters show.
 #[test]
 fn a_real_vcpu_counts_its_exits() {
-    let kvm = Kvm::new().expect("cannot open /dev/kvm: these tests need KVM");
-    let vm = kvm.create_vm().unwrap();
-    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
-    crate::memory::register(&vm, &mem).unwrap();
     // mov al, 1; out 0x10, al; hlt
-    mem.write_slice(&[0xb0, 0x01, 0xe6, 0x10, 0xf4], GuestAddress(0x1000))
-        .unwrap();
-    let mut vcpu = vm.create_vcpu(0).unwrap();
-    let mut sregs = vcpu.get_sregs().unwrap();
-    sregs.cs.base = 0;
-    sregs.cs.selector = 0;
-    vcpu.set_sregs(&sregs).unwrap();
-    let mut regs = vcpu.get_regs().unwrap();
-    regs.rip = 0x1000;
-    regs.rflags = 2;
-    vcpu.set_regs(&regs).unwrap();
+    let crate::test_guest::RealModeGuest {
+        vm: _vm,
+        mem: _mem,
+        mut vcpu,
+    } = crate::test_guest::real_mode_guest(&[0xb0, 0x01, 0xe6, 0x10, 0xf4]);
 
     let stats = KvmStats::open(&vcpu).unwrap();
     let names: Vec<_> = stats

@@ -38,6 +38,8 @@ pub mod memory;
 pub mod pci;
 pub mod runtime;
 pub mod tables;
+#[cfg(test)]
+mod test_guest;
 pub mod vcpu;
 pub mod x86;
 

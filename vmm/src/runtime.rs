@@ -164,9 +164,6 @@ fn stop_threads(threads: Vec<JoinHandle<Vcpu>>) -> Vec<Vcpu> {
 mod tests {
     use std::sync::Mutex;
 
-    use kvm_ioctls::Kvm;
-    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-
     use super::*;
     use crate::devices::Bus;
     use crate::devices::debug_exit::{DEBUG_EXIT_PORT, DebugExit};
@@ -175,24 +172,16 @@ mod tests {
     /// debug-exit port: the run's exit counts show the four port writes.
     #[test]
     fn a_run_counts_its_exits() {
-        let kvm = Kvm::new().expect("cannot open /dev/kvm: this test needs KVM");
-        let vm = kvm.create_vm().unwrap();
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
-        crate::memory::register(&vm, &mem).unwrap();
         // mov al, 7; out 0x10, al (three times); out 0xf4, al
         let code = [
             0xb0, 0x07, 0xe6, 0x10, 0xe6, 0x10, 0xe6, 0x10, 0xe6, 0xf4, 0xf4,
         ];
-        mem.write_slice(&code, GuestAddress(0x1000)).unwrap();
-        let fd = vm.create_vcpu(0).unwrap();
-        let mut sregs = fd.get_sregs().unwrap();
-        sregs.cs.base = 0;
-        sregs.cs.selector = 0;
-        fd.set_sregs(&sregs).unwrap();
-        let mut regs = fd.get_regs().unwrap();
-        regs.rip = 0x1000;
-        regs.rflags = 2;
-        fd.set_regs(&regs).unwrap();
+        // The VM and its memory stay alive until the run is over.
+        let crate::test_guest::RealModeGuest {
+            vm: _vm,
+            mem: _mem,
+            vcpu: fd,
+        } = crate::test_guest::real_mode_guest(&code);
         let mut pio = Bus::new("pio");
         pio.insert(
             DEBUG_EXIT_PORT,
