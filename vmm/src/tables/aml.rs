@@ -491,11 +491,13 @@ impl Resource {
                 out.extend_from_slice(&[alignment, length]);
             }
             Resource::WordBusNumber { usage, min, max } => {
-                word_address(RESOURCE_BUS, general_flags(usage), 0, min, max, out)?;
+                let flags = general_flags(usage);
+                address(WORD, RESOURCE_BUS, flags, 0, min.into(), max.into(), out)?;
             }
             Resource::WordIo { usage, min, max } => {
                 let flags = general_flags(usage);
-                word_address(RESOURCE_IO, flags, IO_ENTIRE_RANGE, min, max, out)?;
+                let io = IO_ENTIRE_RANGE;
+                address(WORD, RESOURCE_IO, flags, io, min.into(), max.into(), out)?;
             }
             Resource::DWordMemory {
                 usage,
@@ -504,16 +506,9 @@ impl Resource {
                 min,
                 max,
             } => {
-                let len = window_len(min.into(), max.into())?;
-                let len = u32::try_from(len).map_err(|_| Error::InvalidRange {
-                    min: min.into(),
-                    max: max.into(),
-                })?;
-                out.extend_from_slice(&[DWORD_ADDRESS_TAG, 23, 0, RESOURCE_MEMORY]);
-                out.extend_from_slice(&[general_flags(usage), memory_flags(caching, writable)]);
-                for v in [0, min, max, 0, len] {
-                    out.extend_from_slice(&v.to_le_bytes());
-                }
+                let (general, specific) = (general_flags(usage), memory_flags(caching, writable));
+                let (min, max) = (min.into(), max.into());
+                address(DWORD, RESOURCE_MEMORY, general, specific, min, max, out)?;
             }
             Resource::QWordMemory {
                 usage,
@@ -522,12 +517,8 @@ impl Resource {
                 min,
                 max,
             } => {
-                let len = window_len(min, max)?;
-                out.extend_from_slice(&[QWORD_ADDRESS_TAG, 43, 0, RESOURCE_MEMORY]);
-                out.extend_from_slice(&[general_flags(usage), memory_flags(caching, writable)]);
-                for v in [0, min, max, 0, len] {
-                    out.extend_from_slice(&v.to_le_bytes());
-                }
+                let (general, specific) = (general_flags(usage), memory_flags(caching, writable));
+                address(QWORD, RESOURCE_MEMORY, general, specific, min, max, out)?;
             }
             Resource::Memory32Fixed {
                 writable,
@@ -543,23 +534,33 @@ impl Resource {
     }
 }
 
-fn word_address(
+/// Word, DWord and QWord address space descriptors: tag and field width.
+const WORD: (u8, usize) = (WORD_ADDRESS_TAG, 2);
+const DWORD: (u8, usize) = (DWORD_ADDRESS_TAG, 4);
+const QWORD: (u8, usize) = (QWORD_ADDRESS_TAG, 8);
+
+/// An address space descriptor of the given size for the fixed window
+/// `min..=max` (both fit the field width): granularity, minimum, maximum,
+/// translation and length fields, each `size.1` bytes.
+fn address(
+    size: (u8, usize),
     kind: u8,
     general: u8,
     specific: u8,
-    min: u16,
-    max: u16,
+    min: u64,
+    max: u64,
     out: &mut Vec<u8>,
 ) -> Result<()> {
-    let len = window_len(min.into(), max.into())?;
-    // A window covering all 65536 values has a length a word cannot hold.
-    let len = u16::try_from(len).map_err(|_| Error::InvalidRange {
-        min: min.into(),
-        max: max.into(),
-    })?;
-    out.extend_from_slice(&[WORD_ADDRESS_TAG, 13, 0, kind, general, specific]);
+    let (tag, width) = size;
+    let len = window_len(min, max)?;
+    // A window covering every value of the width has a length it cannot hold.
+    if width < 8 && len >> (8 * width) != 0 {
+        return Err(Error::InvalidRange { min, max });
+    }
+    let body = u8::try_from(3 + 5 * width).unwrap_or(u8::MAX);
+    out.extend_from_slice(&[tag, body, 0, kind, general, specific]);
     for v in [0, min, max, 0, len] {
-        out.extend_from_slice(&v.to_le_bytes());
+        out.extend_from_slice(&v.to_le_bytes()[..width]);
     }
     Ok(())
 }
