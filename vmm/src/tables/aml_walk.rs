@@ -4,6 +4,8 @@
 //! independently of the encoder, so that a DSDT's bytes can be checked by
 //! meaning (names, entries, ranges) and every length field cross-checked.
 
+pub use super::aml::Data;
+
 /// A namespace term.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
@@ -12,20 +14,7 @@ pub enum Node {
     /// `Device (path) { .. }`.
     Device(String, Vec<Node>),
     /// `Name (path, value)`.
-    Name(String, Value),
-}
-
-/// A data object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Value {
-    /// Integer.
-    Int(u64),
-    /// String.
-    Str(String),
-    /// Buffer bytes.
-    Buf(Vec<u8>),
-    /// Package elements.
-    Pkg(Vec<Value>),
+    Name(String, Data),
 }
 
 /// A resource descriptor.
@@ -120,16 +109,16 @@ impl<'a> Reader<'a> {
         s.push_str(&segs.join("."));
         Ok(s)
     }
-    fn value(&mut self) -> Result<Value, String> {
+    fn value(&mut self) -> Result<Data, String> {
         let at = self.pos;
         Ok(match self.byte()? {
-            0x00 => Value::Int(0),
-            0x01 => Value::Int(1),
-            0xff => Value::Int(u64::MAX),
-            0x0a => Value::Int(self.le(1)?),
-            0x0b => Value::Int(self.le(2)?),
-            0x0c => Value::Int(self.le(4)?),
-            0x0e => Value::Int(self.le(8)?),
+            0x00 => Data::Integer(0),
+            0x01 => Data::Integer(1),
+            0xff => Data::Integer(u64::MAX),
+            0x0a => Data::Integer(self.le(1)?),
+            0x0b => Data::Integer(self.le(2)?),
+            0x0c => Data::Integer(self.le(4)?),
+            0x0e => Data::Integer(self.le(8)?),
             0x0d => {
                 let end = self.b[self.pos..]
                     .iter()
@@ -137,11 +126,11 @@ impl<'a> Reader<'a> {
                     .ok_or("unterminated string")?;
                 let s = String::from_utf8_lossy(self.take(end)?).into_owned();
                 self.byte()?;
-                Value::Str(s)
+                Data::String(s)
             }
             0x11 => {
                 let end = self.pkg_end()?;
-                let Value::Int(size) = self.value()? else {
+                let Data::Integer(size) = self.value()? else {
                     return Err(format!("buffer size at {at} is not an integer"));
                 };
                 let bytes = self.take(end - self.pos)?.to_vec();
@@ -151,7 +140,7 @@ impl<'a> Reader<'a> {
                         bytes.len()
                     ));
                 }
-                Value::Buf(bytes)
+                Data::Buffer(bytes)
             }
             op @ (0x12 | 0x13) => {
                 let end = self.pkg_end()?;
@@ -159,7 +148,7 @@ impl<'a> Reader<'a> {
                     u64::from(self.byte()?)
                 } else {
                     match self.value()? {
-                        Value::Int(n) => n,
+                        Data::Integer(n) => n,
                         _ => return Err(format!("package count at {at}")),
                     }
                 };
@@ -173,7 +162,7 @@ impl<'a> Reader<'a> {
                         elements.len()
                     ));
                 }
-                Value::Pkg(elements)
+                Data::Package(elements)
             }
             other => return Err(format!("unexpected data opcode {other:#x} at {at}")),
         })

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::devices::virtio_pci::disks::intx_routes;
-use crate::tables::aml_walk::{self, Desc, Node, Value};
+use crate::tables::aml_walk::{self, Data, Desc, Node};
 use crate::tables::{acpi, mptable};
 
 const MEMORY: u64 = 5 << 30;
 
-fn names(nodes: &[Node]) -> BTreeMap<String, Value> {
+fn names(nodes: &[Node]) -> BTreeMap<String, Data> {
     nodes
         .iter()
         .filter_map(|n| match n {
@@ -40,8 +40,8 @@ fn devices(intx: &[PciIrq]) -> (Vec<Node>, Vec<Node>) {
     (pci0.unwrap(), mbrd.unwrap())
 }
 
-fn resources(v: &Value) -> Vec<Desc> {
-    let Value::Buf(b) = v else {
+fn resources(v: &Data) -> Vec<Desc> {
+    let Data::Buffer(b) = v else {
         panic!("_CRS is not a buffer: {v:?}");
     };
     aml_walk::parse_resources(b).unwrap()
@@ -75,10 +75,10 @@ fn mptable_wiring(intx: &[PciIrq]) -> BTreeMap<u64, u64> {
 fn pci0_identity() {
     let (pci0, _) = devices(&intx_routes(1));
     let n = names(&pci0);
-    assert_eq!(n["_HID"], Value::Int(0x080a_d041), "PNP0A08");
-    assert_eq!(n["_CID"], Value::Int(0x030a_d041), "PNP0A03");
+    assert_eq!(n["_HID"], Data::Integer(0x080a_d041), "PNP0A08");
+    assert_eq!(n["_CID"], Data::Integer(0x030a_d041), "PNP0A03");
     for zero in ["_SEG", "_BBN", "_UID"] {
-        assert_eq!(n[zero], Value::Int(0), "{zero}");
+        assert_eq!(n[zero], Data::Integer(0), "{zero}");
     }
     assert!(
         !n.contains_key("_ADR"),
@@ -125,7 +125,7 @@ fn prt_matches_the_mp_table() {
     for disks in [0, 1, 3, 4, 5, 31, 40] {
         let intx = intx_routes(disks);
         let (pci0, _) = devices(&intx);
-        let Value::Pkg(entries) = &names(&pci0)["_PRT"] else {
+        let Data::Package(entries) = &names(&pci0)["_PRT"] else {
             panic!("_PRT is not a package");
         };
         let slots = disks.min(31);
@@ -133,14 +133,14 @@ fn prt_matches_the_mp_table() {
         let wiring = mptable_wiring(&intx);
         assert_eq!(wiring.len(), slots);
         for (i, e) in entries.iter().enumerate() {
-            let Value::Pkg(fields) = e else {
+            let Data::Package(fields) = e else {
                 panic!("entry {i} is not a package");
             };
             let [
-                Value::Int(addr),
-                Value::Int(pin),
-                Value::Int(source),
-                Value::Int(gsi),
+                Data::Integer(addr),
+                Data::Integer(pin),
+                Data::Integer(source),
+                Data::Integer(gsi),
             ] = fields.as_slice()
             else {
                 panic!("entry {i}: {fields:?}");
@@ -159,8 +159,8 @@ fn prt_matches_the_mp_table() {
 fn motherboard_reserves_the_ecam_window() {
     let (_, mbrd) = devices(&[]);
     let n = names(&mbrd);
-    assert_eq!(n["_HID"], Value::Int(0x020c_d041), "PNP0C02");
-    assert_eq!(n["_UID"], Value::Int(0));
+    assert_eq!(n["_HID"], Data::Integer(0x020c_d041), "PNP0C02");
+    assert_eq!(n["_UID"], Data::Integer(0));
     let base = u32::try_from(pci::ECAM_BASE).unwrap();
     let size = u32::try_from(pci::ECAM_SIZE).unwrap();
     assert_eq!(
