@@ -227,8 +227,9 @@ pub(super) fn read(img: &VhdxImage, buf: &mut [u8], offset: u64) -> Result<()> {
 }
 
 /// Reads inside one block. Inline, so that the read of a fully present
-/// block (the common case) is made from the caller's frame; every other
-/// state takes [`read_in_block_slow`].
+/// block (the common case) is made from the caller's frame; a partially
+/// present block takes [`read_in_block_slow`], which holds the layout lock
+/// across the lookup and the sector bitmap.
 #[inline]
 pub(super) fn read_in_block(
     img: &VhdxImage,
@@ -236,17 +237,21 @@ pub(super) fn read_in_block(
     in_off: u64,
     buf: &mut [u8],
 ) -> Result<()> {
-    match full_block_offset(img, block)? {
-        Some(offset) => img.read_file(buf, offset + in_off),
-        None => read_in_block_slow(img, block, in_off, buf),
+    let b = {
+        let layout = read_lock(&img.layout);
+        lookup(img, &layout, block)?
+    };
+    match b.state {
+        PayloadState::FullyPresent => img.read_file(buf, b.offset + in_off),
+        PayloadState::NotPresent => {
+            read_parent(img, buf, block * u64::from(img.meta.block_size) + in_off)
+        }
+        PayloadState::Zero | PayloadState::Unmapped | PayloadState::Undefined => {
+            buf.fill(0);
+            Ok(())
+        }
+        PayloadState::PartiallyPresent => read_in_block_slow(img, block, in_off, buf),
     }
-}
-
-/// The file offset of `block` when it is fully present.
-fn full_block_offset(img: &VhdxImage, block: u64) -> Result<Option<u64>> {
-    let layout = read_lock(&img.layout);
-    let b = lookup(img, &layout, block)?;
-    Ok((b.state == PayloadState::FullyPresent).then_some(b.offset))
 }
 
 /// Reads inside one block, whatever its state.
