@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::Args;
 use vmm::{DiskConfig, ExitStats, SerialConfig, Vm, VmConfig, VmExit};
 
-use crate::output::parse_size;
+use crate::output::{error_chain, parse_size};
 
 /// Arguments of `vmimport boot`.
 #[derive(Debug, Args)]
@@ -190,17 +190,6 @@ fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
-}
-
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use vmm::config::{
 use vmm::layout::MAX_MEMORY;
 
 use crate::disk::{fail, print_json};
-use crate::output::{OutputFormat, human_size};
+use crate::output::{OutputFormat, error_chain, human_size};
 
 /// Output disk formats on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -244,7 +244,7 @@ pub fn run_import(a: ImportArgs) -> ExitCode {
             return fail(format_args!(
                 "cannot import {}: {}",
                 a.package.display(),
-                chain(&e)
+                error_chain(&e)
             ));
         }
     };
@@ -295,18 +295,6 @@ fn safe_file_stem(name: &str) -> String {
         .take(64)
         .collect();
     if s.is_empty() { "vm".into() } else { s }
-}
-
-/// An error and its causes, one after the other.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 fn print_vm(vm: &VmDescription, app: &ApplianceDescription, report: Option<&ImportReport>) {
@@ -433,7 +421,7 @@ pub fn run_inspect(a: InspectArgs) -> ExitCode {
             return fail(format_args!(
                 "cannot inspect {}: {}",
                 a.package.display(),
-                chain(&e)
+                error_chain(&e)
             ));
         }
     };

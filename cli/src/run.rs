@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use clap::Args;
 use vmm::{DiskConfig, SerialConfig, VmConfig};
 
-use crate::boot::{error_chain, parse_disk, run_config};
+use crate::boot::{parse_disk, run_config};
+use crate::output::error_chain;
 
 /// Arguments of `vmimport run`.
 #[derive(Debug, Args)]

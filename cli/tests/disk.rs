@@ -196,6 +196,74 @@ fn resize_of_an_image_another_writer_holds_is_refused() {
     ok(&["disk", "resize", s(&img), "20M"]);
 }
 
+/// Makes a file unwritable until dropped: read-only permissions and, for a
+/// process that permissions do not stop (root), the immutable attribute.
+struct Unwritable<'a> {
+    path: &'a Path,
+    immutable: bool,
+}
+
+impl<'a> Unwritable<'a> {
+    fn new(path: &'a Path) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let mut guard = Unwritable {
+            path,
+            immutable: false,
+        };
+        if std::fs::OpenOptions::new().write(true).open(path).is_ok() {
+            let f = std::fs::File::open(path).unwrap();
+            let flags = rustix::fs::ioctl_getflags(&f).unwrap();
+            rustix::fs::ioctl_setflags(&f, flags | rustix::fs::IFlags::IMMUTABLE)
+                .expect("this process ignores permissions and cannot set the immutable attribute");
+            guard.immutable = true;
+            assert!(
+                std::fs::OpenOptions::new().write(true).open(path).is_err(),
+                "still writable"
+            );
+        }
+        guard
+    }
+}
+
+impl Drop for Unwritable<'_> {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        if self.immutable {
+            let f = std::fs::File::open(self.path).unwrap();
+            let flags = rustix::fs::ioctl_getflags(&f).unwrap();
+            rustix::fs::ioctl_setflags(&f, flags - rustix::fs::IFlags::IMMUTABLE).unwrap();
+        }
+        let _ = std::fs::set_permissions(self.path, std::fs::Permissions::from_mode(0o644));
+    }
+}
+
+#[test]
+fn resize_of_a_read_only_image_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    for (format, name) in [("vhdx", "ro.vhdx"), ("vhd", "ro.vhd"), ("raw", "ro.img")] {
+        let img = dir.path().join(name);
+        ok(&["disk", "create", "-f", format, s(&img), "16M"]);
+        let before = std::fs::read(&img).unwrap();
+        let guard = Unwritable::new(&img);
+        let o = vmimport(&["disk", "resize", s(&img), "32M"]);
+        assert_eq!(o.status.code(), Some(1), "{format}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("cannot open") && err.contains("os error"),
+            "{format}: the operating system's reason is reported: {err}"
+        );
+        assert_eq!(std::fs::read(&img).unwrap(), before, "{format} unchanged");
+        // Still readable: info opens it read-only and sees the old size.
+        let v = json(&["disk", "info", "--output", "json", s(&img)]);
+        assert_eq!(v["virtual_size"], 16 << 20, "{format}");
+        drop(guard);
+        ok(&["disk", "resize", s(&img), "32M"]);
+        let v = json(&["disk", "info", "--output", "json", s(&img)]);
+        assert_eq!(v["virtual_size"], 32 << 20, "{format}");
+    }
+}
+
 #[test]
 fn check_of_a_raw_image_is_clean() {
     let dir = tempfile::tempdir().unwrap();

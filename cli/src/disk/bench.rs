@@ -8,7 +8,7 @@ use vhd::OpenOptions;
 use vhd::ops::{BenchOptions, BenchPattern};
 
 use super::fail;
-use crate::output::{OutputFormat, parse_size};
+use crate::output::{OutputFormat, error_chain, parse_size};
 
 /// Request order on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -61,7 +61,13 @@ pub fn run(a: BenchArgs) -> ExitCode {
     };
     let image = match vhd::open(&a.image, &options) {
         Ok(i) => i,
-        Err(e) => return fail(format_args!("cannot open {}: {e}", a.image.display())),
+        Err(e) => {
+            return fail(format_args!(
+                "cannot open {}: {}",
+                a.image.display(),
+                error_chain(&e)
+            ));
+        }
     };
     let opts = BenchOptions {
         write: a.write,
@@ -97,8 +103,9 @@ pub fn run(a: BenchArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(format_args!(
-            "benchmark failed on {}: {e}",
-            a.image.display()
+            "benchmark failed on {}: {}",
+            a.image.display(),
+            error_chain(&e)
         )),
     }
 }

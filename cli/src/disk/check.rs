@@ -7,7 +7,7 @@ use clap::Args;
 use vhd::Severity;
 
 use super::fail;
-use crate::output::OutputFormat;
+use crate::output::{OutputFormat, error_chain};
 
 /// Exit status: the image has errors.
 const EXIT_CORRUPT: u8 = 2;
@@ -30,7 +30,13 @@ pub struct CheckArgs {
 pub fn run(a: CheckArgs) -> ExitCode {
     let report = match vhd::check(&a.image, a.repair) {
         Ok(r) => r,
-        Err(e) => return fail(format_args!("cannot check {}: {e}", a.image.display())),
+        Err(e) => {
+            return fail(format_args!(
+                "cannot check {}: {}",
+                a.image.display(),
+                error_chain(&e)
+            ));
+        }
     };
     match a.output {
         OutputFormat::Json => {

@@ -7,6 +7,7 @@ use clap::Args;
 use vhd::OpenOptions;
 
 use super::{fail, progress_bar};
+use crate::output::error_chain;
 
 /// Arguments of `disk commit`.
 #[derive(Debug, Args)]
@@ -42,6 +43,10 @@ pub fn run(a: CommitArgs) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(e) => fail(format_args!("cannot commit {}: {e}", a.child.display())),
+        Err(e) => fail(format_args!(
+            "cannot commit {}: {}",
+            a.child.display(),
+            error_chain(&e)
+        )),
     }
 }

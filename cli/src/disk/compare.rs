@@ -7,6 +7,8 @@ use clap::Args;
 use vhd::OpenOptions;
 use vhd::ops::Difference;
 
+use crate::output::error_chain;
+
 /// Arguments of `disk compare`.
 #[derive(Debug, Args)]
 pub struct CompareArgs {
@@ -22,7 +24,7 @@ const EXIT_ERROR: u8 = 2;
 pub fn run(args: CompareArgs) -> ExitCode {
     let open = |p: &PathBuf| {
         vhd::open(p, &OpenOptions::read_only())
-            .map_err(|e| eprintln!("vmimport: cannot open {}: {e}", p.display()))
+            .map_err(|e| eprintln!("vmimport: cannot open {}: {}", p.display(), error_chain(&e)))
     };
     let (Ok(a), Ok(b)) = (open(&args.a), open(&args.b)) else {
         return ExitCode::from(EXIT_ERROR);
@@ -41,7 +43,7 @@ pub fn run(args: CompareArgs) -> ExitCode {
             ExitCode::from(1)
         }
         Err(e) => {
-            eprintln!("vmimport: cannot compare: {e}");
+            eprintln!("vmimport: cannot compare: {}", error_chain(&e));
             ExitCode::from(EXIT_ERROR)
         }
     }

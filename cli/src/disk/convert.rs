@@ -8,7 +8,7 @@ use vhd::ops::ConvertOptions;
 use vhd::{CreateOptions, DiskImage, Format, ImageType, OpenOptions};
 
 use super::{FormatArg, TypeArg, fail, progress_bar};
-use crate::output::{OutputFormat, parse_size};
+use crate::output::{OutputFormat, error_chain, parse_size};
 
 /// Arguments of `disk convert`.
 #[derive(Debug, Args)]
@@ -43,7 +43,13 @@ pub fn run(a: ConvertArgs) -> ExitCode {
     }
     let source = match vhd::open(&a.input, &OpenOptions::read_only()) {
         Ok(s) => s,
-        Err(e) => return fail(format_args!("cannot open {}: {e}", a.input.display())),
+        Err(e) => {
+            return fail(format_args!(
+                "cannot open {}: {}",
+                a.input.display(),
+                error_chain(&e)
+            ));
+        }
     };
     let format = Format::from(a.format);
     let logical = a.logical_sector_size.unwrap_or(match format {
@@ -91,6 +97,10 @@ pub fn run(a: ConvertArgs) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(e) => fail(format_args!("cannot convert {}: {e}", a.input.display())),
+        Err(e) => fail(format_args!(
+            "cannot convert {}: {}",
+            a.input.display(),
+            error_chain(&e)
+        )),
     }
 }

@@ -7,7 +7,7 @@ use clap::Args;
 use vhd::{CreateOptions, ImageType};
 
 use super::{FormatArg, TypeArg, fail};
-use crate::output::parse_size;
+use crate::output::{error_chain, parse_size};
 
 /// Arguments of `disk create`.
 #[derive(Debug, Args)]
@@ -71,6 +71,10 @@ pub fn run(a: CreateArgs) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(e) => fail(format_args!("cannot create {}: {e}", a.image.display())),
+        Err(e) => fail(format_args!(
+            "cannot create {}: {}",
+            a.image.display(),
+            error_chain(&e)
+        )),
     }
 }

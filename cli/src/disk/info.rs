@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use vhd::{DiskImage, ImageInfo, OpenOptions, map_range};
 
-use crate::output::{OutputFormat, human_size};
+use crate::output::{OutputFormat, error_chain, human_size};
 
 /// Arguments of `disk info`.
 #[derive(Debug, Args)]
@@ -32,7 +32,11 @@ pub fn run(args: InfoArgs) -> ExitCode {
     let image = match vhd::open(&args.image, &OpenOptions::read_only()) {
         Ok(i) => i,
         Err(e) => {
-            eprintln!("vmimport: cannot open {}: {e}", args.image.display());
+            eprintln!(
+                "vmimport: cannot open {}: {}",
+                args.image.display(),
+                error_chain(&e)
+            );
             return ExitCode::from(super::EXIT_FAILED);
         }
     };
@@ -59,7 +63,11 @@ pub fn run(args: InfoArgs) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("vmimport: cannot map {}: {e}", args.image.display());
+            eprintln!(
+                "vmimport: cannot map {}: {}",
+                args.image.display(),
+                error_chain(&e)
+            );
             return ExitCode::from(super::EXIT_FAILED);
         }
     }

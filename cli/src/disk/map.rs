@@ -7,7 +7,7 @@ use clap::Args;
 use vhd::{Allocation, DiskImage, OpenOptions};
 
 use super::fail;
-use crate::output::OutputFormat;
+use crate::output::{OutputFormat, error_chain};
 
 /// Arguments of `disk map`.
 #[derive(Debug, Args)]
@@ -22,11 +22,23 @@ pub struct MapArgs {
 pub fn run(a: MapArgs) -> ExitCode {
     let image = match vhd::open(&a.image, &OpenOptions::read_only()) {
         Ok(i) => i,
-        Err(e) => return fail(format_args!("cannot open {}: {e}", a.image.display())),
+        Err(e) => {
+            return fail(format_args!(
+                "cannot open {}: {}",
+                a.image.display(),
+                error_chain(&e)
+            ));
+        }
     };
     let extents = match vhd::map_range(&image, 0, image.virtual_size()) {
         Ok(e) => e,
-        Err(e) => return fail(format_args!("cannot map {}: {e}", a.image.display())),
+        Err(e) => {
+            return fail(format_args!(
+                "cannot map {}: {}",
+                a.image.display(),
+                error_chain(&e)
+            ));
+        }
     };
     match a.output {
         OutputFormat::Json => {

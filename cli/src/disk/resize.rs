@@ -7,7 +7,7 @@ use clap::Args;
 use vhd::{DiskImage, OpenOptions};
 
 use super::fail;
-use crate::output::parse_size;
+use crate::output::{error_chain, parse_size};
 
 /// Arguments of `disk resize`.
 #[derive(Debug, Args)]
@@ -24,7 +24,13 @@ pub struct ResizeArgs {
 pub fn run(a: ResizeArgs) -> ExitCode {
     let image = match vhd::open(&a.image, &OpenOptions::default()) {
         Ok(i) => i,
-        Err(e) => return fail(format_args!("cannot open {}: {e}", a.image.display())),
+        Err(e) => {
+            return fail(format_args!(
+                "cannot open {}: {}",
+                a.image.display(),
+                error_chain(&e)
+            ));
+        }
     };
     let old = image.virtual_size();
     let new = match a.size.strip_prefix('+') {
@@ -55,7 +61,13 @@ pub fn run(a: ResizeArgs) -> ExitCode {
                     ));
                 }
             }
-            Err(e) => return fail(format_args!("cannot map {}: {e}", a.image.display())),
+            Err(e) => {
+                return fail(format_args!(
+                    "cannot map {}: {}",
+                    a.image.display(),
+                    error_chain(&e)
+                ));
+            }
         }
     }
     match image.resize(new).and_then(|()| image.flush()) {
@@ -63,6 +75,10 @@ pub fn run(a: ResizeArgs) -> ExitCode {
             println!("resized {} from {old} to {new} bytes", a.image.display());
             ExitCode::SUCCESS
         }
-        Err(e) => fail(format_args!("cannot resize {}: {e}", a.image.display())),
+        Err(e) => fail(format_args!(
+            "cannot resize {}: {}",
+            a.image.display(),
+            error_chain(&e)
+        )),
     }
 }
