@@ -2,41 +2,18 @@
 //! exit codes, refused operations.
 #![allow(clippy::cast_possible_truncation)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 
-fn vmimport(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmimport"))
-        .args(args)
-        .output()
-        .expect("running vmimport")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = vmimport(args);
-    assert!(
-        out.status.success(),
-        "vmimport {args:?} failed ({:?}): {}{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
-}
+use common::{json, ok, s, vmimport};
 
 fn code(args: &[&str]) -> i32 {
     vmimport(args).status.code().expect("exit code")
-}
-
-fn json(args: &[&str]) -> serde_json::Value {
-    serde_json::from_str(&ok(args)).expect("valid JSON")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
 }
 
 fn random(seed: u64, len: usize) -> Vec<u8> {

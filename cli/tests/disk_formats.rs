@@ -1,35 +1,12 @@
 //! `vmimport disk` through the real binary on VHD and VHDX images of every
 //! type: create, info, convert, map, commit, resize, check, compare.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn vmimport(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmimport"))
-        .args(args)
-        .output()
-        .expect("running vmimport")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = vmimport(args);
-    assert!(
-        out.status.success(),
-        "vmimport {args:?} failed ({:?}): {}{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
-}
-
-fn json(args: &[&str]) -> serde_json::Value {
-    serde_json::from_str(&ok(args)).expect("valid JSON")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
+use common::{json, ok, s, vmimport};
 
 /// Writes `count` 64 KiB requests from `offset` with `disk bench -w`, whose
 /// data carries a verifiable pattern.

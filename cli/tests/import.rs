@@ -6,22 +6,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 use sha2::Digest;
 
-fn vmimport(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmimport"))
-        .args(args)
-        .output()
-        .expect("running vmimport")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
+use common::{s, vmimport};
 
 fn run(cmd: &mut Command) {
     let out = cmd

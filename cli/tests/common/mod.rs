@@ -1,7 +1,40 @@
-//! What the tests that boot the fixture guest share.
+//! What the tests of the binary share: running it, and building and
+//! reading the fixture guest. Each test crate uses a part of it.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
+
+/// Runs the binary with `args`.
+pub fn vmimport(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vmimport"))
+        .args(args)
+        .output()
+        .expect("running vmimport")
+}
+
+/// Runs the binary, asserts success and returns its standard output.
+pub fn ok(args: &[&str]) -> String {
+    let out = vmimport(args);
+    assert!(
+        out.status.success(),
+        "vmimport {args:?} failed ({:?}): {}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// Runs the binary, asserts success and parses its output as JSON.
+pub fn json(args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&ok(args)).expect("valid JSON")
+}
+
+/// A path as a command-line argument.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
 
 /// Builds the fixture guest (fixtures/guest) into `out` and returns its
 /// bzImage.
