@@ -85,8 +85,8 @@ pub enum Error {
          image whose format was detected (name the format explicitly to allow it)"
     )]
     SignatureRefused {
-        /// The format the file would detect as.
-        format: Format,
+        /// The format the file would detect as ("VHDX", "QCOW", ...).
+        format: &'static str,
         /// Where the signature would start.
         offset: u64,
     },
@@ -116,6 +116,20 @@ pub enum Error {
         /// What differs.
         reason: String,
     },
+    /// Probing found the signature of an image format this crate does not
+    /// read; taking the file for raw would expose its container bytes as
+    /// the disk.
+    #[error(
+        "{} is a {format} image, a format not supported here (name the raw format explicitly \
+         to use its bytes as a disk)",
+        path.display()
+    )]
+    ForeignFormat {
+        /// The file.
+        path: PathBuf,
+        /// The format its signature names ("QCOW", "VMDK", "VDI", "QED").
+        format: &'static str,
+    },
     /// The differencing chain is longer than the limit (or loops).
     #[error("differencing chain of {} is deeper than {limit} images (a loop?)", path.display())]
     ChainTooDeep {
@@ -132,7 +146,7 @@ impl Error {
         match self {
             Error::Io { .. } => ErrorKind::Io,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
-            Error::Unsupported { .. } => ErrorKind::Unsupported,
+            Error::Unsupported { .. } | Error::ForeignFormat { .. } => ErrorKind::Unsupported,
             Error::InvalidArgument(_) | Error::OutOfRange { .. } => ErrorKind::InvalidArgument,
             Error::ReadOnly | Error::SignatureRefused { .. } => ErrorKind::ReadOnly,
             Error::ParentNotAllowed { .. }

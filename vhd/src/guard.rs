@@ -4,18 +4,26 @@
 //! whoever writes to that raw disk (a guest) can write a VHDX or VHD
 //! signature where detection looks, the next open takes the file for a
 //! VHDX or VHD image, whose headers the writer chose: parent locators that
-//! name host files, sizes, offsets. [`SignatureGuard`] refuses exactly the
-//! writes that would leave such a signature where [`detect`](crate::detect)
-//! looks (offset 0, and the footer positions at the end); everything else
-//! passes through. Callers that name the format explicitly need no guard.
+//! name host files, sizes, offsets. If it can write the signature of a
+//! format detection refuses (QCOW, VMDK, VDI, QED), the disk no longer
+//! opens, and a tool that reads those formats would take the writer's
+//! container for the disk. [`SignatureGuard`] refuses exactly the writes,
+//! zeroing and discards that would leave such a signature where
+//! [`detect`](crate::detect) looks (offsets 0 and 0x40, and the footer
+//! positions at the end); everything else passes through. Callers that name
+//! the format explicitly need no guard.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
-use crate::{DiskImage, Error, Extent, Format, ImageInfo, Result};
+use crate::open::{FOREIGN_SIGNATURES, MAX_SIGNATURE, SIGNATURES};
+use crate::{DiskImage, Error, Extent, ImageInfo, Result};
 
-/// A signature and the format it makes detection report.
-const SIGNATURES: [(&[u8; 8], Format); 2] =
-    [(b"vhdxfile", Format::Vhdx), (b"conectix", Format::Vhd)];
+/// Every signature detection honours: the formats it opens, and those it
+/// refuses (a raw disk made to look like one would no longer open).
+fn all_signatures() -> impl Iterator<Item = &'static (crate::open::At, &'static [u8], &'static str)>
+{
+    SIGNATURES.iter().chain(FOREIGN_SIGNATURES)
+}
 
 /// Wraps a raw image and refuses writes that would make it detect as
 /// another format.
@@ -27,6 +35,10 @@ pub struct SignatureGuard<I> {
     /// signature.
     windows: Mutex<()>,
 }
+
+/// The watched windows a request touches, and the lock held across its
+/// check and its write.
+type Held<'a> = (Vec<(u64, usize)>, MutexGuard<'a, ()>);
 
 impl<I: DiskImage> SignatureGuard<I> {
     /// Guards `inner`.
@@ -42,38 +54,66 @@ impl<I: DiskImage> SignatureGuard<I> {
         &self.inner
     }
 
-    /// Start offsets of the 8-byte windows detection reads.
-    fn watched(&self) -> Vec<u64> {
+    /// The windows detection reads: offset, and length (that of the
+    /// longest signature starting there; several share offset 0).
+    fn watched(&self) -> Vec<(u64, usize)> {
         let size = self.inner.virtual_size();
-        let mut w = Vec::with_capacity(3);
-        if size >= 8 {
-            w.push(0);
-        }
-        if size >= 512 {
-            w.push(size - 512);
-            w.push(size - 511);
+        let mut w: Vec<(u64, usize)> = Vec::with_capacity(4);
+        for &(at, sig, _) in all_signatures() {
+            if let Some(off) = at.offset(size, sig.len()) {
+                match w.iter_mut().find(|(o, _)| *o == off) {
+                    Some((_, len)) => *len = (*len).max(sig.len()),
+                    None => w.push((off, sig.len())),
+                }
+            }
         }
         w
     }
 
-    /// The error if writing `buf` at `offset` would leave a signature in a
-    /// watched window. Called with the window lock held.
-    fn check(&self, buf: &[u8], offset: u64, windows: &[u64]) -> Result<()> {
-        let end = offset.saturating_add(buf.len() as u64);
-        for &w in windows {
-            let mut after = [0u8; 8];
-            self.inner.read_at(&mut after, w)?;
+    /// The watched windows `offset..end` touches, with the window lock
+    /// held, after checking the range; `None` if it touches none.
+    fn hold_windows(&self, offset: u64, end: u64) -> Result<Option<Held<'_>>> {
+        let touched: Vec<(u64, usize)> = self
+            .watched()
+            .into_iter()
+            .filter(|&(w, len)| w < end && offset < w + len as u64)
+            .collect();
+        if touched.is_empty() {
+            return Ok(None);
+        }
+        crate::check_range(offset, end - offset, self.inner.virtual_size())?;
+        let held = self
+            .windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(Some((touched, held)))
+    }
+
+    /// The error if the request covering `offset..end` would leave a
+    /// signature in a watched window. Called with the window lock held;
+    /// `byte(i)` is the byte the request leaves at `offset + i`.
+    fn check(
+        &self,
+        offset: u64,
+        end: u64,
+        byte: impl Fn(u64) -> Option<u8>,
+        windows: &[(u64, usize)],
+    ) -> Result<()> {
+        let size = self.inner.virtual_size();
+        for &(w, len) in windows {
+            let mut after = [0u8; MAX_SIGNATURE];
+            let after = &mut after[..len];
+            self.inner.read_at(after, w)?;
             for (i, b) in after.iter_mut().enumerate() {
                 let at = w + i as u64;
-                if (offset..end).contains(&at) {
-                    let k = usize::try_from(at - offset).unwrap_or(usize::MAX);
-                    if let Some(v) = buf.get(k) {
-                        *b = *v;
-                    }
+                if (offset..end).contains(&at)
+                    && let Some(v) = byte(at - offset)
+                {
+                    *b = v;
                 }
             }
-            for (sig, format) in SIGNATURES {
-                if &after == sig {
+            for &(at, sig, format) in all_signatures() {
+                if at.offset(size, sig.len()) == Some(w) && after.starts_with(sig) {
                     return Err(Error::SignatureRefused { format, offset: w });
                 }
             }
@@ -105,20 +145,11 @@ impl<I: DiskImage> DiskImage for SignatureGuard<I> {
 
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
         let end = offset.saturating_add(buf.len() as u64);
-        let touched: Vec<u64> = self
-            .watched()
-            .into_iter()
-            .filter(|&w| w < end && offset < w + 8)
-            .collect();
-        if touched.is_empty() {
+        let Some((touched, _held)) = self.hold_windows(offset, end)? else {
             return self.inner.write_at(buf, offset);
-        }
-        crate::check_range(offset, buf.len() as u64, self.inner.virtual_size())?;
-        let _held = self
-            .windows
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.check(buf, offset, &touched)?;
+        };
+        let byte = |i: u64| usize::try_from(i).ok().and_then(|i| buf.get(i).copied());
+        self.check(offset, end, byte, &touched)?;
         self.inner.write_at(buf, offset)
     }
 
@@ -126,14 +157,21 @@ impl<I: DiskImage> DiskImage for SignatureGuard<I> {
         self.inner.flush()
     }
 
-    // Zeros never form a signature (neither holds a zero byte), so zeroing
-    // and discarding pass through; a guarded write sees their result
-    // because it reads the window under the lock.
+    // Zeros can complete a signature that holds a zero byte (QED's), so
+    // zeroing and discarding are checked like writes.
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        let Some((touched, _held)) = self.hold_windows(offset, offset.saturating_add(len))? else {
+            return self.inner.write_zeroes(offset, len);
+        };
+        self.check(offset, offset + len, |_| Some(0), &touched)?;
         self.inner.write_zeroes(offset, len)
     }
 
     fn discard(&self, offset: u64, len: u64) -> Result<()> {
+        let Some((touched, _held)) = self.hold_windows(offset, offset.saturating_add(len))? else {
+            return self.inner.discard(offset, len);
+        };
+        self.check(offset, offset + len, |_| Some(0), &touched)?;
         self.inner.discard(offset, len)
     }
 
@@ -149,7 +187,7 @@ impl<I: DiskImage> DiskImage for SignatureGuard<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{CreateOptions, ImageType, OpenOptions};
+    use crate::{CreateOptions, Format, ImageType, OpenOptions};
 
     fn raw(dir: &std::path::Path, size: u64) -> SignatureGuard<crate::Image> {
         let path = dir.join("disk.raw");
@@ -202,7 +240,7 @@ mod tests {
         assert!(matches!(
             e,
             Error::SignatureRefused {
-                format: Format::Vhdx,
+                format: "VHDX",
                 offset: 0
             }
         ));
@@ -210,13 +248,7 @@ mod tests {
         let size = 64u64 << 10;
         g.write_at(b"conecti", size - 511).unwrap();
         let e = g.write_at(b"x", size - 504).unwrap_err();
-        assert!(matches!(
-            e,
-            Error::SignatureRefused {
-                format: Format::Vhd,
-                ..
-            }
-        ));
+        assert!(matches!(e, Error::SignatureRefused { format: "VHD", .. }));
         // Two halves written at once: one of them is refused, every time.
         let b = std::sync::Barrier::new(2);
         for _ in 0..200 {
@@ -235,6 +267,42 @@ mod tests {
             g.read_at(&mut head, 0).unwrap();
             assert_ne!(&head, b"vhdxfile");
         }
+    }
+
+    #[test]
+    fn refuses_the_signatures_of_formats_detection_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = raw(dir.path(), 1 << 20);
+        for (buf, off, format) in [
+            (&b"QFI\xfb"[..], 0, "QCOW"),
+            (b"KDMV", 0, "VMDK"),
+            (b"COWD", 0, "VMDK"),
+            (b"# Disk DescriptorFile", 0, "VMDK"),
+            (b"QED\0", 0, "QED"),
+            (b"\x7f\x10\xda\xbe", 0x40, "VDI"),
+        ] {
+            let e = g.write_at(buf, off).unwrap_err();
+            assert!(
+                matches!(e, Error::SignatureRefused { format: f, offset } if f == format && offset == off),
+                "{e}"
+            );
+        }
+        // QED's signature ends in a zero byte: zeroing or discarding it into
+        // place is refused too, and the rest of the disk is zeroed freely.
+        g.write_at(b"QEDx", 0).unwrap();
+        assert!(g.write_zeroes(3, 1).is_err());
+        assert!(g.discard(3, 1).is_err());
+        g.write_zeroes(0, 1 << 20).unwrap();
+        g.discard(0, 1 << 20).unwrap();
+        // The same bytes elsewhere, and near misses, are written.
+        g.write_at(b"KDMV", 512).unwrap();
+        g.write_at(b"\x7f\x10\xda\xbe", 0x44).unwrap();
+        g.write_at(b"KDMW", 0).unwrap();
+        g.write_at(b"# Disk Descriptor", 0).unwrap();
+        g.flush().unwrap();
+        let path = dir.path().join("disk.raw");
+        let again = crate::open(&path, &OpenOptions::read_only()).unwrap();
+        assert_eq!(again.info().format, Format::Raw);
     }
 
     #[test]

@@ -197,10 +197,101 @@ fn lock_exclusive(file: &ImageFile) -> Result<()> {
     ))
 }
 
-/// Detects the format of an open file from its content: VHDX by the
-/// `vhdxfile` signature at offset 0, VHD by the `conectix` footer at the end
-/// (or its copy at offset 0), anything else is raw.
+/// Where a signature sits in a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum At {
+    /// At this offset from the start.
+    Start(u64),
+    /// This many bytes before the end.
+    End(u64),
+}
+
+impl At {
+    /// The signature's offset in a file of `len` bytes, if it fits there.
+    pub(crate) fn offset(self, len: u64, sig_len: usize) -> Option<u64> {
+        let off = match self {
+            At::Start(o) => o,
+            At::End(k) => len.checked_sub(k)?,
+        };
+        (off.checked_add(sig_len as u64)? <= len).then_some(off)
+    }
+}
+
+/// The signatures of the formats this crate reads, and the format each
+/// names: VHDX at the start; VHD by its footer, or the footer's copy at the
+/// start.
+pub(crate) const SIGNATURES: &[(At, &[u8], &str)] = &[
+    (At::Start(0), b"vhdxfile", "VHDX"),
+    (At::End(512), b"conectix", "VHD"),
+    // Windows before Virtual PC 2004 wrote a 511-byte footer.
+    (At::End(511), b"conectix", "VHD"),
+    (At::Start(0), b"conectix", "VHD"),
+];
+
+/// The signatures of image formats this crate recognises only to refuse
+/// them. None of these or [`SIGNATURES`] is longer than
+/// [`MAX_SIGNATURE`] bytes.
+pub(crate) const FOREIGN_SIGNATURES: &[(At, &[u8], &str)] = &[
+    (At::Start(0), b"QFI\xfb", "QCOW"),
+    // Hosted sparse and streamOptimized extents, ESX sparse (COWD), and
+    // the text descriptor ("# Disk DescriptorFile").
+    (At::Start(0), b"KDMV", "VMDK"),
+    (At::Start(0), b"COWD", "VMDK"),
+    (At::Start(0), b"# Disk DescriptorFile", "VMDK"),
+    (At::Start(0), b"QED\0", "QED"),
+    // VirtualBox: the image signature 0xbeda107f, little-endian, at 0x40.
+    (At::Start(0x40), b"\x7f\x10\xda\xbe", "VDI"),
+];
+
+/// No signature is longer than this.
+pub(crate) const MAX_SIGNATURE: usize = 32;
+
+const _: () = {
+    let mut i = 0;
+    while i < SIGNATURES.len() {
+        assert!(SIGNATURES[i].1.len() <= MAX_SIGNATURE);
+        i += 1;
+    }
+    let mut i = 0;
+    while i < FOREIGN_SIGNATURES.len() {
+        assert!(FOREIGN_SIGNATURES[i].1.len() <= MAX_SIGNATURE);
+        i += 1;
+    }
+};
+
+/// The format of an image this crate does not read, if the file holds one
+/// of its signatures.
+pub(crate) fn foreign_format(file: &ImageFile) -> Result<Option<&'static str>> {
+    let len = file.len()?;
+    let mut buf = [0u8; MAX_SIGNATURE];
+    for &(at, sig, name) in FOREIGN_SIGNATURES {
+        if let Some(off) = at.offset(len, sig.len()) {
+            file.read_exact_at(&mut buf[..sig.len()], off)?;
+            if &buf[..sig.len()] == sig {
+                return Ok(Some(name));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Detects the format of an open file from its content: VHDX or VHD by their signatures, anything else raw,
+/// except that a file holding the signature of a format this crate does not
+/// read (QCOW, VMDK, VDI, QED) is refused with [`Error::ForeignFormat`].
 pub fn detect(file: &ImageFile) -> Result<Format> {
+    let format = detect_ours(file)?;
+    if format == Format::Raw
+        && let Some(name) = foreign_format(file)?
+    {
+        return Err(Error::ForeignFormat {
+            path: file.path().to_path_buf(),
+            format: name,
+        });
+    }
+    Ok(format)
+}
+
+fn detect_ours(file: &ImageFile) -> Result<Format> {
     let len = file.len()?;
     let mut head = [0u8; 8];
     if len >= 8 {
@@ -215,7 +306,6 @@ pub fn detect(file: &ImageFile) -> Result<Format> {
         if &tail == b"conectix" {
             return Ok(Format::Vhd);
         }
-        // Windows before Virtual PC 2004 wrote a 511-byte footer.
         file.read_exact_at(&mut tail, len - 511)?;
         if &tail == b"conectix" {
             return Ok(Format::Vhd);
