@@ -1,5 +1,7 @@
 //! `vmimport disk` through the real binary on VHD and VHDX images of every
-//! type: create, info, convert, map, commit, resize, check, compare.
+//! type: create, info, convert, map, commit, resize, check, compare; convert
+//! from streamOptimized VMDK; images of formats not read refused by name.
+#![allow(clippy::cast_possible_truncation)]
 
 mod common;
 
@@ -211,4 +213,150 @@ fn check_reports_damage_with_exit_status_2() {
     );
     ok(&["disk", "check", "--repair", s(&vhd)]);
     assert_eq!(vmimport(&["disk", "check", s(&vhd)]).status.code(), Some(0));
+}
+
+fn qemu_img(args: &[&str]) {
+    let o = Command::new("qemu-img")
+        .args(args)
+        .output()
+        .expect("running qemu-img (apt-get install qemu-utils)");
+    assert!(
+        o.status.success(),
+        "qemu-img {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// The names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn convert_reads_stream_optimized_vmdk() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // 24 MiB: data at 1 MiB (3 MiB of it), a zero-filled MiB written at
+    // 8 MiB, data in the last sector; holes elsewhere.
+    let raw = d.join("src.raw");
+    let f = std::fs::File::create(&raw).unwrap();
+    f.set_len(24 << 20).unwrap();
+    use std::os::unix::fs::FileExt;
+    let mut data = vec![0u8; 3 << 20];
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = (i.wrapping_mul(2_654_435_761) >> 13) as u8;
+    }
+    f.write_all_at(&data, 1 << 20).unwrap();
+    f.write_all_at(&vec![0u8; 1 << 20], 8 << 20).unwrap();
+    f.write_all_at(b"last sector", (24 << 20) - 512).unwrap();
+    drop(f);
+    let vmdk = d.join("src.vmdk");
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=streamOptimized",
+        s(&raw),
+        s(&vmdk),
+    ]);
+    for format in ["vhdx", "vhd", "raw"] {
+        let out = d.join(format!("out.{format}"));
+        let v = json(&[
+            "disk",
+            "convert",
+            "-O",
+            format,
+            "--output",
+            "json",
+            s(&vmdk),
+            s(&out),
+        ]);
+        assert_eq!(v["virtual_size"], 24 << 20, "{format}");
+        // The data grains, not the zero MiB or the holes.
+        let written = v["bytes_written"].as_u64().unwrap();
+        assert!(
+            (3 << 20..=(3 << 20) + (128 << 10)).contains(&written),
+            "{format}: {written}"
+        );
+        assert_eq!(
+            v["bytes_skipped"].as_u64().unwrap() + written,
+            24 << 20,
+            "{format}"
+        );
+        // qemu-img reads our output as the disk it wrote into the VMDK.
+        qemu_img(&["compare", "-q", "-F", "raw", s(&out), s(&raw)]);
+        ok(&["disk", "compare", s(&out), s(&raw)]);
+    }
+
+    // Onto itself: refused, the input untouched.
+    let before = std::fs::read(&vmdk).unwrap();
+    let o = vmimport(&["disk", "convert", s(&vmdk), s(&vmdk)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("onto the input"));
+    assert_eq!(std::fs::read(&vmdk).unwrap(), before);
+
+    // A cut stream fails and leaves nothing under the final name, nor a
+    // temporary file: cut in the middle, and cut cleanly where the first
+    // grain starts (qemu-img's layout needs no end-of-stream marker, so
+    // only the grain tables show that grains are missing).
+    let overhead = u64::from_le_bytes(before[64..72].try_into().unwrap()) as usize * 512;
+    for cut_at in [before.len() / 2, overhead] {
+        let cut = d.join("cut.vmdk");
+        std::fs::write(&cut, &before[..cut_at]).unwrap();
+        let listed = names(d);
+        let o = vmimport(&["disk", "convert", s(&cut), s(&d.join("cut.vhdx"))]);
+        assert_eq!(o.status.code(), Some(1), "cut at {cut_at}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("truncated vmdk"),
+            "cut at {cut_at}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(names(d), listed);
+    }
+
+    // Other VMDK kinds are refused by name.
+    let sparse = d.join("sparse.vmdk");
+    qemu_img(&["create", "-q", "-f", "vmdk", s(&sparse), "4M"]);
+    let o = vmimport(&["disk", "convert", s(&sparse), s(&d.join("sparse.vhdx"))]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("only streamOptimized"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!d.join("sparse.vhdx").exists());
+}
+
+#[test]
+fn images_of_formats_not_read_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (format, name) in [("qcow2", "QCOW"), ("vdi", "VDI"), ("vmdk", "VMDK")] {
+        let img = d.join(format!("disk.{format}"));
+        qemu_img(&["create", "-q", "-f", format, s(&img), "4M"]);
+        for args in [
+            vec!["disk", "info", s(&img)],
+            vec!["disk", "map", s(&img)],
+            vec!["disk", "check", s(&img)],
+        ] {
+            let o = vmimport(&args);
+            assert_eq!(o.status.code(), Some(1), "{args:?}");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains(&format!("a {name} image")), "{args:?}: {err}");
+        }
+        if format != "vmdk" {
+            let out = d.join(format!("{format}.vhdx"));
+            let o = vmimport(&["disk", "convert", s(&img), s(&out)]);
+            assert_eq!(o.status.code(), Some(1), "{format}");
+            assert!(!out.exists(), "{format}");
+        }
+    }
 }

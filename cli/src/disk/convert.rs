@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use vhd::ops::ConvertOptions;
+use vhd::ops::{ConvertOptions, ConvertStats};
 use vhd::{CreateOptions, DiskImage, Format, ImageType, OpenOptions};
 
 use super::{FormatArg, TypeArg, fail, progress_bar};
@@ -41,6 +41,9 @@ pub fn run(a: ConvertArgs) -> ExitCode {
     if a.image_type == TypeArg::Differencing {
         return fail("convert flattens chains: the output cannot be a differencing image");
     }
+    if is_vmdk(&a.input) {
+        return convert_vmdk(&a);
+    }
     let source = match vhd::open(&a.input, &OpenOptions::read_only()) {
         Ok(s) => s,
         Err(e) => {
@@ -51,17 +54,11 @@ pub fn run(a: ConvertArgs) -> ExitCode {
             ));
         }
     };
-    let format = Format::from(a.format);
-    let logical = a.logical_sector_size.unwrap_or(match format {
-        Format::Vhdx => source.logical_sector_size(),
-        _ => 512,
-    });
-    let mut create = CreateOptions::new(format, ImageType::from(a.image_type), 0);
-    create.block_size = a.block_size;
-    create.logical_sector_size = logical;
-    if format == Format::Vhdx {
-        create.physical_sector_size = Some(source.physical_sector_size().max(logical));
-    }
+    let create = output_options(
+        &a,
+        source.logical_sector_size(),
+        source.physical_sector_size(),
+    );
     let bar = progress_bar(a.progress, "converting");
     let report = |done: u64, total: u64| {
         if let Some(b) = &bar {
@@ -79,28 +76,89 @@ pub fn run(a: ConvertArgs) -> ExitCode {
         b.finish_and_clear();
     }
     match result {
-        Ok(stats) => {
-            match a.output {
-                OutputFormat::Json => {
-                    if let Err(code) = super::print_json(&stats) {
-                        return code;
-                    }
-                }
-                OutputFormat::Human => println!(
-                    "converted {} -> {}: {} bytes read, {} written, {} skipped as holes",
-                    a.input.display(),
-                    a.output_image.display(),
-                    stats.bytes_read,
-                    stats.bytes_written,
-                    stats.bytes_skipped
-                ),
-            }
-            ExitCode::SUCCESS
-        }
+        Ok(stats) => print_stats(&a, &stats),
         Err(e) => fail(format_args!(
             "cannot convert {}: {}",
             a.input.display(),
             error_chain(&e)
         )),
     }
+}
+
+/// The output's format and parameters, sector sizes defaulting to the
+/// input's.
+fn output_options(a: &ConvertArgs, logical: u32, physical: u32) -> CreateOptions {
+    let format = Format::from(a.format);
+    let logical = a.logical_sector_size.unwrap_or(match format {
+        Format::Vhdx => logical,
+        _ => 512,
+    });
+    let mut create = CreateOptions::new(format, ImageType::from(a.image_type), 0);
+    create.block_size = a.block_size;
+    create.logical_sector_size = logical;
+    if format == Format::Vhdx {
+        create.physical_sector_size = Some(physical.max(logical));
+    }
+    create
+}
+
+/// Whether the file starts with the magic of a VMDK sparse extent.
+fn is_vmdk(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == ovf::vmdk::MAGIC.to_le_bytes()
+}
+
+/// A streamOptimized VMDK input, read in one pass by the VMDK reader.
+fn convert_vmdk(a: &ConvertArgs) -> ExitCode {
+    let create = output_options(a, 512, 512);
+    let bar = progress_bar(a.progress, "converting");
+    let report = |done: u64, total: u64| {
+        if let Some(b) = &bar {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    };
+    let result = ovf::vmdk::convert_vmdk_file(&a.input, &a.output_image, &create, Some(&report));
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    match result {
+        Ok(c) => print_stats(
+            a,
+            &ConvertStats {
+                virtual_size: c.capacity,
+                bytes_read: c.compressed_bytes,
+                bytes_written: c.data_bytes,
+                bytes_skipped: c.capacity.saturating_sub(c.data_bytes),
+            },
+        ),
+        Err(e) => fail(format_args!(
+            "cannot convert {}: {}",
+            a.input.display(),
+            error_chain(&e)
+        )),
+    }
+}
+
+fn print_stats(a: &ConvertArgs, stats: &ConvertStats) -> ExitCode {
+    match a.output {
+        OutputFormat::Json => {
+            if let Err(code) = super::print_json(stats) {
+                return code;
+            }
+        }
+        OutputFormat::Human => println!(
+            "converted {} -> {}: {} bytes read, {} written, {} skipped as holes",
+            a.input.display(),
+            a.output_image.display(),
+            stats.bytes_read,
+            stats.bytes_written,
+            stats.bytes_skipped
+        ),
+    }
+    ExitCode::SUCCESS
 }

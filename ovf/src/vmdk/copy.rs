@@ -1,12 +1,15 @@
 //! Converting a streamOptimized VMDK stream into any [`vhd::DiskImage`],
 //! and writing one from a disk image.
 
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 
-use vhd::DiskImage;
+use vhd::{CreateOptions, DiskImage};
 
 use super::error::{Result, VmdkError};
+use super::header::{GD_AT_END, GTES_PER_GT, RawHeader, SECTOR, StreamHeader};
 use super::reader::StreamReader;
 use super::writer::{StreamWriter, WriterOptions};
 
@@ -96,6 +99,143 @@ pub fn copy_vmdk_delta_to(
     let mut covered = Vec::new();
     let stats = copy(reader, target, &options, true, Some(&mut covered))?;
     Ok((stats, covered))
+}
+
+/// Converts the streamOptimized VMDK file at `source` into a new image at
+/// `dest` (format and parameters from `create`; its size is the VMDK's
+/// capacity), the way [`vhd::ops::convert`] converts the formats `vhd`
+/// reads: one sequential pass, holes and all-zero grains never written, the
+/// output created under a temporary name and renamed into place only once
+/// complete and flushed. `progress` is told the bytes of the file consumed
+/// and its length. Refuses to write onto the source.
+pub fn convert_vmdk_file(
+    source: &Path,
+    dest: &Path,
+    create: &CreateOptions,
+    progress: Option<&dyn Fn(u64, u64)>,
+) -> Result<CopyStats> {
+    if vhd::ops::same_file(source, dest) {
+        return Err(VmdkError::InvalidArgument(format!(
+            "refusing to convert onto the input: {} is {}",
+            dest.display(),
+            source.display()
+        )));
+    }
+    if create.parent.is_some() {
+        return Err(VmdkError::InvalidArgument(
+            "the output of a conversion cannot be a differencing image".into(),
+        ));
+    }
+    let io = |op| {
+        move |e| VmdkError::Io {
+            op,
+            offset: 0,
+            source: e,
+        }
+    };
+    let file = std::fs::File::open(source).map_err(io("opening"))?;
+    let len = file.metadata().map_err(io("reading the size of"))?.len();
+    let mut sector = [0u8; 512];
+    file.read_exact_at(&mut sector, 0).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            VmdkError::Truncated {
+                what: "header",
+                offset: 0,
+            }
+        } else {
+            io("reading")(e)
+        }
+    })?;
+    let header = StreamHeader::validate(&RawHeader::decode(&sector), 0)?;
+    upfront_tables_fit(&file, &header, len)?;
+    let mut create = create.clone();
+    create.size = Some(header.capacity_bytes());
+    let reader = Counted {
+        inner: BufReader::with_capacity(1 << 20, file),
+        done: 0,
+        len,
+        progress,
+    };
+    vhd::ops::write_new_image(dest, &create, |out| {
+        copy_vmdk_stream_to(
+            reader,
+            out,
+            &CopyOptions {
+                target_is_zeroed: true,
+                flush: false,
+            },
+        )
+    })
+}
+
+/// In the layout that reserves the grain directory and tables up front
+/// (qemu-img's), a stream may end after its last grain without an
+/// end-of-stream marker, so the one-pass reader cannot tell a file cut
+/// between two grains from a whole one. With the whole file at hand, the
+/// tables can: every grain they reference must start inside the file.
+fn upfront_tables_fit(file: &std::fs::File, h: &StreamHeader, len: u64) -> Result<()> {
+    if h.gd_offset == GD_AT_END || h.gd_offset == 0 {
+        return Ok(());
+    }
+    let truncated = |what: &'static str, offset: u64| VmdkError::Truncated { what, offset };
+    let read = |buf: &mut [u8], at: u64, what: &'static str| -> Result<()> {
+        if at.saturating_add(buf.len() as u64) > len {
+            return Err(truncated(what, at));
+        }
+        file.read_exact_at(buf, at).map_err(|e| VmdkError::Io {
+            op: "reading",
+            offset: at,
+            source: e,
+        })
+    };
+    let gd_at = h.gd_offset.saturating_mul(SECTOR);
+    let tables = usize::try_from(h.grain_count().div_ceil(u64::from(GTES_PER_GT)))
+        .map_err(|_| truncated("grain directory", gd_at))?;
+    // Read in pieces: never more than the file holds, whatever the header says.
+    let mut entry = [0u8; 4];
+    let mut table = vec![0u8; GTES_PER_GT as usize * 4];
+    for t in 0..tables {
+        read(&mut entry, gd_at + t as u64 * 4, "grain directory")?;
+        let gt = u64::from(u32::from_le_bytes(entry));
+        if gt == 0 {
+            continue;
+        }
+        read(&mut table, gt.saturating_mul(SECTOR), "grain table")?;
+        for e in table.chunks_exact(4) {
+            let grain = u64::from(u32::from_le_bytes([e[0], e[1], e[2], e[3]]));
+            // 0: never written; 1: zeroed (with the header's flag).
+            if grain > 1 && grain.saturating_mul(SECTOR) >= len {
+                return Err(VmdkError::Truncated {
+                    what: "stream ends before a grain its grain table references",
+                    offset: grain.saturating_mul(SECTOR),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A reader that reports how far it has read.
+struct Counted<'a, R> {
+    inner: R,
+    done: u64,
+    len: u64,
+    progress: Option<&'a dyn Fn(u64, u64)>,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let before = self.done >> 22;
+        self.done += n as u64;
+        // Every 4 MiB, and at the end.
+        if let Some(p) = self.progress
+            && (self.done >> 22 != before || n == 0)
+        {
+            p(self.done, self.len);
+        }
+        Ok(n)
+    }
 }
 
 /// Appends `r` to sorted, merged `ranges` (`r` starts at or after the last).

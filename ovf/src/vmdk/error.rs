@@ -60,6 +60,12 @@ pub enum VmdkError {
     Target(#[source] vhd::Error),
 }
 
+impl From<vhd::Error> for VmdkError {
+    fn from(e: vhd::Error) -> Self {
+        VmdkError::Target(e)
+    }
+}
+
 impl VmdkError {
     /// The package error (truncated tar, gzip or chunk error ...) that made
     /// reading the stream fail, when the stream came from a package.

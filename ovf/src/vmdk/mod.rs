@@ -23,8 +23,8 @@ mod writer;
 mod zeroed;
 
 pub use copy::{
-    CopyOptions, CopyStats, copy_vmdk_delta_to, copy_vmdk_stream_covering, copy_vmdk_stream_to,
-    write_vmdk_stream_from,
+    CopyOptions, CopyStats, convert_vmdk_file, copy_vmdk_delta_to, copy_vmdk_stream_covering,
+    copy_vmdk_stream_to, write_vmdk_stream_from,
 };
 pub use error::{Result, VmdkError};
 pub use header::{

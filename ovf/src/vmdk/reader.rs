@@ -11,7 +11,9 @@
 //! In the first layout the footer and end-of-stream marker are required; in
 //! the second (qemu-img's) the stream may end after the last grain without
 //! an end-of-stream marker, so a stream cut exactly between two grains is
-//! only detected by the container (tar member size, manifest digest).
+//! only detected by the container (tar member size, manifest digest), or,
+//! for a whole file, by checking its tables against its length as
+//! [`convert_vmdk_file`](super::convert_vmdk_file) does.
 //!
 //! Rules enforced on every grain: the LBA is grain-aligned, inside the
 //! capacity and strictly after the previous grain (so grains never overlap

@@ -97,10 +97,21 @@ pub fn convert(
             "conversion flattens the chain: the output cannot be a differencing image".into(),
         ));
     }
-    let size = source.virtual_size();
     let mut create = options.create.clone();
-    create.size = Some(size);
+    create.size = Some(source.virtual_size());
+    write_new_image(dest, &create, |out| copy(source, out, progress))
+}
 
+/// Creates a new image at `dest` as [`convert`] does, filled by `fill`:
+/// under a temporary name in the same directory, written behind (nothing
+/// opens it before its final flush), flushed, and only then renamed into
+/// place, the directory flushed after. `dest` therefore never names a
+/// partial image; the temporary file is removed if anything fails.
+pub fn write_new_image<T, E: From<Error>>(
+    dest: &Path,
+    create: &CreateOptions,
+    fill: impl FnOnce(&dyn DiskImage) -> std::result::Result<T, E>,
+) -> std::result::Result<T, E> {
     let name = dest
         .file_name()
         .ok_or_else(|| Error::InvalidArgument(format!("{} is not a file path", dest.display())))?;
@@ -114,11 +125,11 @@ pub fn convert(
         keep: false,
     };
     let _ = fs::remove_file(&tmp.path);
-    let out = crate::create(&tmp.path, &create)?;
+    let out = crate::create(&tmp.path, create)?;
     // Nothing opens the temporary file before its final flush and rename:
     // its write-back starts early and clean pages leave the cache.
     out.set_staging(true);
-    let stats = copy(source, &out, progress)?;
+    let done = fill(&out)?;
     out.flush()?;
     drop(out);
     fs::rename(&tmp.path, dest).map_err(|e| Error::io("renaming into place", dest, e))?;
@@ -129,7 +140,7 @@ pub fn convert(
         d.sync_all()
             .map_err(|e| Error::io("flushing directory", &dir, e))?;
     }
-    Ok(stats)
+    Ok(done)
 }
 
 /// Copies every non-zero byte of `source` into `dest` (same virtual size,

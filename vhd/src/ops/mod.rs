@@ -10,7 +10,7 @@ mod convert;
 pub use bench::{BenchOptions, BenchPattern, BenchResult, bench, check_pattern, fill_pattern};
 pub use commit::{CommitStats, commit};
 pub use compare::{Difference, compare};
-pub use convert::{ConvertOptions, ConvertStats, convert, same_file};
+pub use convert::{ConvertOptions, ConvertStats, convert, same_file, write_new_image};
 
 /// Reports progress: bytes done out of a total.
 pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
