@@ -41,7 +41,7 @@ pub fn run(a: ConvertArgs) -> ExitCode {
     if a.image_type == TypeArg::Differencing {
         return fail("convert flattens chains: the output cannot be a differencing image");
     }
-    if is_vmdk(&a.input) {
+    if super::is_vmdk(&a.input) {
         return convert_vmdk(&a);
     }
     let source = match vhd::open(&a.input, &OpenOptions::read_only()) {
@@ -100,16 +100,6 @@ fn output_options(a: &ConvertArgs, logical: u32, physical: u32) -> CreateOptions
         create.physical_sector_size = Some(physical.max(logical));
     }
     create
-}
-
-/// Whether the file starts with the magic of a VMDK sparse extent.
-fn is_vmdk(path: &std::path::Path) -> bool {
-    use std::io::Read;
-    let mut magic = [0u8; 4];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok()
-        && magic == ovf::vmdk::MAGIC.to_le_bytes()
 }
 
 /// A streamOptimized VMDK input, read in one pass by the VMDK reader.

@@ -67,6 +67,17 @@ pub fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_FAILED)
 }
 
+/// Whether the file starts with the magic of a VMDK sparse extent, which
+/// the VMDK reader handles (streamOptimized) or refuses by name.
+pub fn is_vmdk(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == ovf::vmdk::MAGIC.to_le_bytes()
+}
+
 /// Image format names on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FormatArg {

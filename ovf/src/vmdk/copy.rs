@@ -8,8 +8,9 @@ use std::path::Path;
 
 use vhd::{CreateOptions, DiskImage};
 
+use super::describe::for_each_grain_entry;
 use super::error::{Result, VmdkError};
-use super::header::{GD_AT_END, GTES_PER_GT, RawHeader, SECTOR, StreamHeader};
+use super::header::{GD_AT_END, GTE_ZEROED, RawHeader, SECTOR, StreamHeader};
 use super::reader::StreamReader;
 use super::writer::{StreamWriter, WriterOptions};
 
@@ -177,42 +178,17 @@ fn upfront_tables_fit(file: &std::fs::File, h: &StreamHeader, len: u64) -> Resul
     if h.gd_offset == GD_AT_END || h.gd_offset == 0 {
         return Ok(());
     }
-    let truncated = |what: &'static str, offset: u64| VmdkError::Truncated { what, offset };
-    let read = |buf: &mut [u8], at: u64, what: &'static str| -> Result<()> {
-        if at.saturating_add(buf.len() as u64) > len {
-            return Err(truncated(what, at));
+    for_each_grain_entry(file, len, h, h.gd_offset, |_, value| {
+        // 1 marks a zeroed grain (with the header's flag).
+        let at = u64::from(value).saturating_mul(SECTOR);
+        if value > GTE_ZEROED && at >= len {
+            return Err(VmdkError::Truncated {
+                what: "stream ends before a grain its grain table references",
+                offset: at,
+            });
         }
-        file.read_exact_at(buf, at).map_err(|e| VmdkError::Io {
-            op: "reading",
-            offset: at,
-            source: e,
-        })
-    };
-    let gd_at = h.gd_offset.saturating_mul(SECTOR);
-    let tables = usize::try_from(h.grain_count().div_ceil(u64::from(GTES_PER_GT)))
-        .map_err(|_| truncated("grain directory", gd_at))?;
-    // Read in pieces: never more than the file holds, whatever the header says.
-    let mut entry = [0u8; 4];
-    let mut table = vec![0u8; GTES_PER_GT as usize * 4];
-    for t in 0..tables {
-        read(&mut entry, gd_at + t as u64 * 4, "grain directory")?;
-        let gt = u64::from(u32::from_le_bytes(entry));
-        if gt == 0 {
-            continue;
-        }
-        read(&mut table, gt.saturating_mul(SECTOR), "grain table")?;
-        for e in table.chunks_exact(4) {
-            let grain = u64::from(u32::from_le_bytes([e[0], e[1], e[2], e[3]]));
-            // 0: never written; 1: zeroed (with the header's flag).
-            if grain > 1 && grain.saturating_mul(SECTOR) >= len {
-                return Err(VmdkError::Truncated {
-                    what: "stream ends before a grain its grain table references",
-                    offset: grain.saturating_mul(SECTOR),
-                });
-            }
-        }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// A reader that reports how far it has read.

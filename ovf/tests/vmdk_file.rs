@@ -1,0 +1,158 @@
+//! A whole streamOptimized VMDK file: described from its tables
+//! (`describe_vmdk_file`) and converted into an image
+//! (`convert_vmdk_file`), in both layouts (tables in a footer at the end,
+//! as this crate's writer and VMware write them; tables up front, as
+//! qemu-img does), and refused when cut short.
+
+use std::path::Path;
+use std::process::Command;
+
+use ovf::vmdk::{StreamWriter, VmdkError, WriterOptions, convert_vmdk_file, describe_vmdk_file};
+use vhd::{CreateOptions, DiskImage, Format, ImageType, OpenOptions};
+
+const GRAIN: usize = 64 << 10;
+
+/// A 4 MiB disk: data grains 1 and 2, a zeroed grain 5, data in the last
+/// grain; the rest never written.
+fn footer_layout(path: &Path) -> Vec<u8> {
+    let mut disk = vec![0u8; 4 << 20];
+    for (i, b) in disk[GRAIN..3 * GRAIN].iter_mut().enumerate() {
+        *b = (i % 251).to_le_bytes()[0] + 1;
+    }
+    let last = disk.len() - GRAIN;
+    disk[last..].fill(7);
+    let options = WriterOptions {
+        zeroed_grain_gtes: true,
+        ..WriterOptions::default()
+    };
+    let mut w = StreamWriter::new(Vec::new(), disk.len() as u64, options).unwrap();
+    for g in [1, 2] {
+        w.write_grain((g * GRAIN) as u64, &disk[g * GRAIN..(g + 1) * GRAIN])
+            .unwrap();
+    }
+    w.write_zeroed_grain(5 * GRAIN as u64).unwrap();
+    w.write_grain(last as u64, &disk[last..]).unwrap();
+    std::fs::write(path, w.finish().unwrap()).unwrap();
+    disk
+}
+
+fn read_all(path: &Path) -> Vec<u8> {
+    let image = vhd::open(path, &OpenOptions::read_only()).unwrap();
+    let mut buf = vec![0u8; usize::try_from(image.virtual_size()).unwrap()];
+    image.read_at(&mut buf, 0).unwrap();
+    buf
+}
+
+#[test]
+fn footer_layout_is_described_and_converted() {
+    let dir = tempfile::tempdir().unwrap();
+    let vmdk = dir.path().join("disk.vmdk");
+    let disk = footer_layout(&vmdk);
+    let info = describe_vmdk_file(&vmdk).unwrap();
+    assert!(info.tables_at_end);
+    assert_eq!(info.virtual_size, 4 << 20);
+    assert_eq!(info.grain_size, GRAIN as u64);
+    assert_eq!(info.allocated_bytes, 3 * GRAIN as u64);
+    assert_eq!(info.zeroed_bytes, GRAIN as u64);
+    assert_eq!(info.unallocated_bytes, (4 << 20) - 4 * GRAIN as u64);
+    assert_eq!(info.create_type.as_deref(), Some("streamOptimized"));
+    assert!(info.cid.is_some());
+
+    for format in [Format::Vhdx, Format::Vhd, Format::Raw] {
+        let out = dir.path().join(format!("out.{format}"));
+        let create = CreateOptions::new(format, ImageType::Dynamic, 0);
+        let stats = convert_vmdk_file(&vmdk, &out, &create, None).unwrap();
+        assert_eq!(stats.data_bytes, 3 * GRAIN as u64, "{format}");
+        assert_eq!(read_all(&out), disk, "{format}");
+    }
+
+    // Without its end-of-stream marker, or its footer: refused, and no
+    // output appears.
+    let whole = std::fs::read(&vmdk).unwrap();
+    for cut in [512, 1024, 1536] {
+        let short = dir.path().join("short.vmdk");
+        std::fs::write(&short, &whole[..whole.len() - cut]).unwrap();
+        assert!(
+            matches!(describe_vmdk_file(&short), Err(VmdkError::Truncated { .. })),
+            "cut {cut}"
+        );
+        let out = dir.path().join("short.vhdx");
+        let create = CreateOptions::new(Format::Vhdx, ImageType::Dynamic, 0);
+        assert!(
+            convert_vmdk_file(&short, &out, &create, None).is_err(),
+            "cut {cut}"
+        );
+        assert!(!out.exists());
+    }
+    // Converting onto the input is refused.
+    let create = CreateOptions::new(Format::Raw, ImageType::Dynamic, 0);
+    assert!(matches!(
+        convert_vmdk_file(&vmdk, &vmdk, &create, None),
+        Err(VmdkError::InvalidArgument(_))
+    ));
+    assert_eq!(std::fs::read(&vmdk).unwrap(), whole);
+}
+
+#[test]
+fn up_front_layout_cut_between_grains_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("src.raw");
+    // Incompressible data, so the grains fill the file and a cut in the
+    // middle lands inside them.
+    let mut disk = vec![0u8; 4 << 20];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for b in &mut disk[GRAIN..8 * GRAIN] {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x.to_le_bytes()[3];
+    }
+    std::fs::write(&raw, &disk).unwrap();
+    let vmdk = dir.path().join("disk.vmdk");
+    let o = Command::new("qemu-img")
+        .args([
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "vmdk",
+            "-o",
+            "subformat=streamOptimized",
+        ])
+        .arg(&raw)
+        .arg(&vmdk)
+        .output()
+        .expect("running qemu-img (apt-get install qemu-utils)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let info = describe_vmdk_file(&vmdk).unwrap();
+    assert!(!info.tables_at_end);
+    assert_eq!(info.allocated_bytes, 7 * GRAIN as u64);
+    assert_eq!(info.zeroed_bytes, 0);
+
+    let whole = std::fs::read(&vmdk).unwrap();
+    let overhead = u64::from_le_bytes(whole[64..72].try_into().unwrap());
+    let first_grain = usize::try_from(overhead * 512).unwrap();
+    // The file cut where the first grain starts, and in the middle of the
+    // grains: the one-pass reader sees a clean end, the tables do not.
+    for cut in [first_grain, (first_grain + whole.len()) / 2] {
+        let short = dir.path().join("short.vmdk");
+        std::fs::write(&short, &whole[..cut]).unwrap();
+        assert!(
+            matches!(describe_vmdk_file(&short), Err(VmdkError::Truncated { .. })),
+            "cut at {cut}"
+        );
+        let out = dir.path().join("short.vhd");
+        let create = CreateOptions::new(Format::Vhd, ImageType::Dynamic, 0);
+        let r = convert_vmdk_file(&short, &out, &create, None);
+        assert!(
+            matches!(r, Err(VmdkError::Truncated { .. })),
+            "cut at {cut} of {}: {r:?}",
+            whole.len()
+        );
+        assert!(!out.exists());
+    }
+    let out = dir.path().join("whole.vhd");
+    let create = CreateOptions::new(Format::Vhd, ImageType::Dynamic, 0);
+    convert_vmdk_file(&vmdk, &out, &create, None).unwrap();
+    assert_eq!(read_all(&out), disk);
+}
