@@ -2,12 +2,15 @@
 //! (`describe_vmdk_file`) and converted into an image
 //! (`convert_vmdk_file`), in both layouts (tables in a footer at the end,
 //! as this crate's writer and VMware write them; tables up front, as
-//! qemu-img does), and refused when cut short.
+//! qemu-img does), and refused when cut short, also when read as a stream
+//! (as the importer reads package members).
 
 use std::path::Path;
 use std::process::Command;
 
-use ovf::vmdk::{StreamWriter, VmdkError, WriterOptions, convert_vmdk_file, describe_vmdk_file};
+use ovf::vmdk::{
+    StreamReader, StreamWriter, VmdkError, WriterOptions, convert_vmdk_file, describe_vmdk_file,
+};
 use vhd::{CreateOptions, DiskImage, Format, ImageType, OpenOptions};
 
 const GRAIN: usize = 64 << 10;
@@ -141,6 +144,18 @@ fn up_front_layout_cut_between_grains_is_refused() {
             matches!(describe_vmdk_file(&short), Err(VmdkError::Truncated { .. })),
             "cut at {cut}"
         );
+        // The one-pass reader alone, over the bytes.
+        let mut stream = StreamReader::new(&whole[..cut]).unwrap();
+        let r = loop {
+            match stream.next_grain() {
+                Ok(Some(_)) => {}
+                other => break other.map(|_| ()),
+            }
+        };
+        assert!(
+            matches!(r, Err(VmdkError::Truncated { .. })),
+            "stream cut at {cut}: {r:?}"
+        );
         let out = dir.path().join("short.vhd");
         let create = CreateOptions::new(Format::Vhd, ImageType::Dynamic, 0);
         let r = convert_vmdk_file(&short, &out, &create, None);
@@ -151,6 +166,12 @@ fn up_front_layout_cut_between_grains_is_refused() {
         );
         assert!(!out.exists());
     }
+    let mut stream = StreamReader::new(&whole[..]).unwrap();
+    let mut grains = 0;
+    while stream.next_grain().unwrap().is_some() {
+        grains += 1;
+    }
+    assert_eq!(grains, 7);
     let out = dir.path().join("whole.vhd");
     let create = CreateOptions::new(Format::Vhd, ImageType::Dynamic, 0);
     convert_vmdk_file(&vmdk, &out, &create, None).unwrap();

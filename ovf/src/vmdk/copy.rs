@@ -8,9 +8,8 @@ use std::path::Path;
 
 use vhd::{CreateOptions, DiskImage};
 
-use super::describe::for_each_grain_entry;
 use super::error::{Result, VmdkError};
-use super::header::{GD_AT_END, GTE_ZEROED, RawHeader, SECTOR, StreamHeader};
+use super::header::{RawHeader, StreamHeader};
 use super::reader::StreamReader;
 use super::writer::{StreamWriter, WriterOptions};
 
@@ -148,7 +147,6 @@ pub fn convert_vmdk_file(
         }
     })?;
     let header = StreamHeader::validate(&RawHeader::decode(&sector), 0)?;
-    upfront_tables_fit(&file, &header, len)?;
     let mut create = create.clone();
     create.size = Some(header.capacity_bytes());
     let reader = Counted {
@@ -166,28 +164,6 @@ pub fn convert_vmdk_file(
                 flush: false,
             },
         )
-    })
-}
-
-/// In the layout that reserves the grain directory and tables up front
-/// (qemu-img's), a stream may end after its last grain without an
-/// end-of-stream marker, so the one-pass reader cannot tell a file cut
-/// between two grains from a whole one. With the whole file at hand, the
-/// tables can: every grain they reference must start inside the file.
-fn upfront_tables_fit(file: &std::fs::File, h: &StreamHeader, len: u64) -> Result<()> {
-    if h.gd_offset == GD_AT_END || h.gd_offset == 0 {
-        return Ok(());
-    }
-    for_each_grain_entry(file, len, h, h.gd_offset, |_, value| {
-        // 1 marks a zeroed grain (with the header's flag).
-        let at = u64::from(value).saturating_mul(SECTOR);
-        if value > GTE_ZEROED && at >= len {
-            return Err(VmdkError::Truncated {
-                what: "stream ends before a grain its grain table references",
-                offset: at,
-            });
-        }
-        Ok(())
     })
 }
 

@@ -1,7 +1,6 @@
 //! A streamOptimized VMDK file described from its header (or footer),
 //! embedded descriptor and grain tables, read with random access, without
-//! inflating a grain; and the walk over its grain tables that
-//! [`convert_vmdk_file`](super::convert_vmdk_file) also uses.
+//! inflating a grain.
 //!
 //! Every read is bounded by the file's length, whatever the header claims.
 
@@ -55,13 +54,7 @@ fn io_err(offset: u64) -> impl Fn(std::io::Error) -> VmdkError {
 
 /// Reads `buf.len()` bytes at `at`, or reports `what` as truncated when the
 /// file ends first.
-pub(crate) fn read_in(
-    file: &File,
-    len: u64,
-    buf: &mut [u8],
-    at: u64,
-    what: &'static str,
-) -> Result<()> {
+fn read_in(file: &File, len: u64, buf: &mut [u8], at: u64, what: &'static str) -> Result<()> {
     if at.saturating_add(buf.len() as u64) > len {
         return Err(VmdkError::Truncated { what, offset: at });
     }
@@ -70,7 +63,7 @@ pub(crate) fn read_in(
 
 /// Calls `f(grain index, entry)` for every non-zero grain-table entry of
 /// the grain directory at sector `gd_offset`, in grain order.
-pub(crate) fn for_each_grain_entry(
+fn for_each_grain_entry(
     file: &File,
     len: u64,
     h: &StreamHeader,

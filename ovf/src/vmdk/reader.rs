@@ -3,17 +3,18 @@
 //! The stream is read from a `Read` without seeking (it may be inside a tar
 //! or a gzip stream): header, embedded descriptor, then markers until the
 //! end-of-stream marker. Grains carry their own LBA, so the grain tables and
-//! directory are not needed to place data and are skipped, whether they
-//! come at the end with a footer (`gdOffset` all ones) or were reserved in
-//! the overhead; only when the header's zeroed-grain flag is set are they
-//! read, to find the grains whose table entry of 1 marks them zeroed (see
-//! [`StreamReader::zeroed_grains`]).
+//! directory are not needed to place data, whether they come at the end
+//! with a footer (`gdOffset` all ones) or were reserved in the overhead.
+//! They are read when the header's zeroed-grain flag is set, to find the
+//! grains whose table entry of 1 marks them zeroed (see
+//! [`StreamReader::zeroed_grains`]), and, when reserved in the overhead, to
+//! know the last grain the stream must hold.
 //! In the first layout the footer and end-of-stream marker are required; in
 //! the second (qemu-img's) the stream may end after the last grain without
-//! an end-of-stream marker, so a stream cut exactly between two grains is
-//! only detected by the container (tar member size, manifest digest), or,
-//! for a whole file, by checking its tables against its length as
-//! [`convert_vmdk_file`](super::convert_vmdk_file) does.
+//! an end-of-stream marker, so the reserved tables are read as they pass
+//! (they come before every grain) and a stream that ends before the last
+//! grain they list is refused as truncated, even when cut exactly between
+//! two grains.
 //!
 //! Rules enforced on every grain: the LBA is grain-aligned, inside the
 //! capacity and strictly after the previous grain (so grains never overlap
@@ -30,7 +31,7 @@ use std::ops::Range;
 use flate2::{Decompress, FlushDecompress, Status};
 
 use super::error::{Result, VmdkError};
-use super::header::{GD_AT_END, GTES_PER_GT, RawHeader, SECTOR, StreamHeader};
+use super::header::{GD_AT_END, GTE_ZEROED, GTES_PER_GT, RawHeader, SECTOR, StreamHeader};
 use super::zeroed::ZeroedGrains;
 
 /// Largest grain directory read from the header area to find zeroed-grain
@@ -74,6 +75,9 @@ pub struct StreamReader<R> {
     zeroed: Option<ZeroedGrains>,
     /// Zeroed grains as byte ranges, once the stream has ended.
     zeroed_ranges: Vec<Range<u64>>,
+    /// The LBA of the last grain the tables reserved up front list, when
+    /// they were read: the stream must hold it before it ends.
+    last_listed_lba: Option<u64>,
 }
 
 impl<R: Read> StreamReader<R> {
@@ -102,6 +106,7 @@ impl<R: Read> StreamReader<R> {
             compressed_bytes: 0,
             zeroed: None,
             zeroed_ranges: Vec::new(),
+            last_listed_lba: None,
         };
         let mut sector = [0u8; 512];
         r.read_exact(&mut sector, "header")?;
@@ -117,9 +122,11 @@ impl<R: Read> StreamReader<R> {
         }
         if h.zeroed_grain_gtes {
             r.zeroed = Some(ZeroedGrains::default());
-            if h.gd_offset != GD_AT_END && h.gd_offset != 0 {
-                r.read_upfront_tables()?;
-            }
+        }
+        if h.gd_offset != GD_AT_END && h.gd_offset != 0 {
+            // Needed for zeroed grains; otherwise read when the layout is
+            // the usual one, to see a stream cut between two grains.
+            r.read_upfront_tables(h.zeroed_grain_gtes)?;
         }
         r.skip_to(h.overhead * SECTOR, "overhead")?;
         let grain = usize::try_from(h.grain_bytes()).unwrap_or(usize::MAX);
@@ -359,10 +366,19 @@ impl<R: Read> StreamReader<R> {
         Ok(())
     }
 
-    /// The stream has ended: settles the zeroed grains.
+    /// The stream has ended: checks that it held the last grain its
+    /// up-front tables list, and settles the zeroed grains.
     fn end(&mut self) -> Result<()> {
         self.done = true;
         let h = self.header;
+        if let Some(lba) = self.last_listed_lba
+            && self.next_min_lba <= lba
+        {
+            return Err(VmdkError::Truncated {
+                what: "stream ends before a grain its grain table lists",
+                offset: self.pos,
+            });
+        }
         if let Some(mut z) = self.zeroed.take() {
             let runs = z.finish(h.grain_count(), self.pos)?;
             let g = h.grain_bytes();
@@ -400,16 +416,25 @@ impl<R: Read> StreamReader<R> {
 
     /// In the layout that reserves the grain directory and tables in the
     /// header area, reads the directory and then the tables it names (which
-    /// must follow it there) for zeroed grains.
-    fn read_upfront_tables(&mut self) -> Result<()> {
+    /// must follow it there): for zeroed grains, and for the last grain
+    /// they list. With `required` (zeroed grains) a layout other than that
+    /// is refused; otherwise the tables are just not used.
+    fn read_upfront_tables(&mut self, required: bool) -> Result<()> {
         let h = self.header;
-        let unsupported = |what: String| Err(VmdkError::Unsupported { what });
+        let unsupported = |what: String| {
+            if required {
+                Err(VmdkError::Unsupported { what })
+            } else {
+                Ok(())
+            }
+        };
         let gd_bytes = h.gd_sectors() * SECTOR;
         let gd_at = h.gd_offset.saturating_mul(SECTOR);
         let gd_end = gd_at.saturating_add(gd_bytes);
         if gd_at < self.pos || gd_end > h.overhead * SECTOR {
             return unsupported(format!(
-                "zeroed-grain entries with a grain directory at sector {} outside the header                  area",
+                "zeroed-grain entries with a grain directory at sector {} outside the header \
+                 area",
                 h.gd_offset
             ));
         }
@@ -433,6 +458,7 @@ impl<R: Read> StreamReader<R> {
         tables.sort_unstable();
         let table_bytes = u64::from(GTES_PER_GT) * 4;
         let mut table = vec![0u8; usize::try_from(table_bytes).unwrap_or(2048)];
+        let mut last_listed = None;
         for (at, index) in tables {
             let start = at.saturating_mul(SECTOR);
             if start < self.pos || start.saturating_add(table_bytes) > h.overhead * SECTOR {
@@ -446,7 +472,16 @@ impl<R: Read> StreamReader<R> {
             if let Some(z) = &mut self.zeroed {
                 z.table_with_index(index, &table);
             }
+            for (i, e) in table.chunks_exact(4).enumerate() {
+                let value = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
+                let grain = index * u64::from(GTES_PER_GT) + i as u64;
+                let zeroed = h.zeroed_grain_gtes && value == GTE_ZEROED;
+                if value != 0 && !zeroed && grain < h.grain_count() {
+                    last_listed = last_listed.max(Some(grain));
+                }
+            }
         }
+        self.last_listed_lba = last_listed.map(|g| g * h.grain_sectors);
         Ok(())
     }
 
