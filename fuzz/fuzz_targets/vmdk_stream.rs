@@ -1,8 +1,11 @@
 //! Bytes as a streamOptimized VMDK: every grain read to the end of the
-//! stream, then the whole stream copied into a sparse raw image.
+//! stream; the bytes as a whole file described from its tables; then the
+//! stream copied into a sparse raw image, and the file converted into one.
 #![no_main]
 
-use ovf::vmdk::{CopyOptions, StreamReader, copy_vmdk_stream_to};
+use ovf::vmdk::{
+    CopyOptions, StreamReader, convert_vmdk_file, copy_vmdk_stream_to, describe_vmdk_file,
+};
 use vhd::{CreateOptions, Format, ImageType};
 
 /// Largest capacity copied into a real image (the reader alone covers
@@ -20,12 +23,17 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         }
         Err(_) => return,
     };
-    if capacity == 0 || capacity > MAX_COPY {
-        return;
-    }
     let Ok(dir) = tempfile::tempdir_in(scratch()) else {
         return;
     };
+    let file = dir.path().join("disk.vmdk");
+    if std::fs::write(&file, data).is_err() {
+        return;
+    }
+    let _ = std::hint::black_box(describe_vmdk_file(&file));
+    if capacity == 0 || capacity > MAX_COPY {
+        return;
+    }
     let options = CreateOptions::new(
         Format::Raw,
         ImageType::Fixed,
@@ -41,6 +49,9 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         };
         let _ = copy_vmdk_stream_to(data, &target, &copy);
     }
+    drop(target);
+    let out = CreateOptions::new(Format::Raw, ImageType::Dynamic, 0);
+    let _ = convert_vmdk_file(&file, &dir.path().join("out.raw"), &out, None);
 });
 
 fn scratch() -> std::path::PathBuf {
