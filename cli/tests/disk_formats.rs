@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{json, ok, s, vmimport};
+use common::{json, ok, qemu_img, s, stream_optimized, vmimport};
 
 /// Writes `count` 64 KiB requests from `offset` with `disk bench -w`, whose
 /// data carries a verifiable pattern.
@@ -216,18 +216,6 @@ fn check_reports_damage_with_exit_status_2() {
     assert_eq!(vmimport(&["disk", "check", s(&vhd)]).status.code(), Some(0));
 }
 
-fn qemu_img(args: &[&str]) {
-    let o = Command::new("qemu-img")
-        .args(args)
-        .output()
-        .expect("running qemu-img (apt-get install qemu-utils)");
-    assert!(
-        o.status.success(),
-        "qemu-img {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 /// The names in `dir`, sorted.
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -257,17 +245,7 @@ fn convert_reads_stream_optimized_vmdk() {
     f.write_all_at(b"last sector", (24 << 20) - 512).unwrap();
     drop(f);
     let vmdk = d.join("src.vmdk");
-    qemu_img(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "vmdk",
-        "-o",
-        "subformat=streamOptimized",
-        s(&raw),
-        s(&vmdk),
-    ]);
+    stream_optimized(&raw, &vmdk);
     let v = json(&["disk", "info", "--output", "json", s(&vmdk)]);
     assert_eq!(v["format"], "vmdk");
     assert_eq!(v["type"], "streamOptimized");

@@ -12,18 +12,7 @@ use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 use sha2::Digest;
 
-use common::{s, vmimport};
-
-fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (is it installed?)"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use common::{run, s, stream_optimized, vmimport};
 
 /// The sample appliance: 64 MiB disk with 1 MiB of data at 8 MiB.
 fn sample(dir: &Path) -> (PathBuf, Vec<u8>) {
@@ -36,18 +25,7 @@ fn sample_with(dir: &Path, edit: impl Fn(String) -> String) -> (PathBuf, Vec<u8>
     SmallRng::seed_from_u64(9).fill_bytes(&mut disk[8 << 20..9 << 20]);
     let raw = dir.join("disk.raw");
     std::fs::write(&raw, &disk).unwrap();
-    run(Command::new("qemu-img")
-        .args([
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "vmdk",
-            "-o",
-            "subformat=streamOptimized",
-        ])
-        .arg(&raw)
-        .arg(dir.join("sample-disk1.vmdk")));
+    stream_optimized(&raw, &dir.join("sample-disk1.vmdk"));
     let ovf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/appliance/sample.ovf");
     let text = std::fs::read_to_string(ovf).unwrap();
     std::fs::write(dir.join("sample.ovf"), edit(text)).unwrap();

@@ -5,10 +5,13 @@
 use std::path::Path;
 use std::process::Command;
 
-use ovf::vmdk::{CopyOptions, StreamWriter, WriterOptions, copy_vmdk_stream_to};
+use ovf::vmdk::{
+    CopyOptions, StreamReader, StreamWriter, VmdkError, WriterOptions, convert_vmdk_file,
+    copy_vmdk_stream_to, describe_vmdk_file,
+};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use vhd::{DiskImage, ImageType, RawImage};
+use vhd::{CreateOptions, DiskImage, Format, ImageType, RawImage};
 
 fn qemu_img(args: &[&str]) {
     let out = Command::new("qemu-img")
@@ -232,4 +235,90 @@ fn bench_stream_to_raw_against_qemu_img() {
         wall_qemu / wall_ours,
         cpu_qemu / cpu_ours
     );
+}
+
+/// In qemu-img's layout the grain tables are reserved up front and the
+/// stream may end without an end-of-stream marker: the tables still show a
+/// file or stream cut between two grains, and `describe_vmdk_file` reads
+/// them.
+#[test]
+fn up_front_layout_cut_between_grains_is_refused() {
+    const GRAIN: usize = 64 << 10;
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("src.raw");
+    // Incompressible data, so the grains fill the file and a cut in the
+    // middle lands inside them.
+    let mut disk = vec![0u8; 4 << 20];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for b in &mut disk[GRAIN..8 * GRAIN] {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x.to_le_bytes()[3];
+    }
+    std::fs::write(&raw, &disk).unwrap();
+    let vmdk = dir.path().join("disk.vmdk");
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=streamOptimized",
+        raw.to_str().unwrap(),
+        vmdk.to_str().unwrap(),
+    ]);
+    let info = describe_vmdk_file(&vmdk).unwrap();
+    assert!(!info.tables_at_end);
+    assert_eq!(info.allocated_bytes, 7 * GRAIN as u64);
+    assert_eq!(info.zeroed_bytes, 0);
+
+    let whole = std::fs::read(&vmdk).unwrap();
+    let overhead = u64::from_le_bytes(whole[64..72].try_into().unwrap());
+    let first_grain = usize::try_from(overhead * 512).unwrap();
+    // The file cut where the first grain starts, and in the middle of the
+    // grains: the one-pass reader sees a clean end, the tables do not.
+    for cut in [first_grain, (first_grain + whole.len()) / 2] {
+        let short = dir.path().join("short.vmdk");
+        std::fs::write(&short, &whole[..cut]).unwrap();
+        assert!(
+            matches!(describe_vmdk_file(&short), Err(VmdkError::Truncated { .. })),
+            "cut at {cut}"
+        );
+        // The one-pass reader alone, over the bytes.
+        let mut stream = StreamReader::new(&whole[..cut]).unwrap();
+        let r = loop {
+            match stream.next_grain() {
+                Ok(Some(_)) => {}
+                other => break other.map(|_| ()),
+            }
+        };
+        assert!(
+            matches!(r, Err(VmdkError::Truncated { .. })),
+            "stream cut at {cut}: {r:?}"
+        );
+        let out = dir.path().join("short.vhd");
+        let create = CreateOptions::new(Format::Vhd, ImageType::Dynamic, 0);
+        let r = convert_vmdk_file(&short, &out, &create, None);
+        assert!(
+            matches!(r, Err(VmdkError::Truncated { .. })),
+            "cut at {cut} of {}: {r:?}",
+            whole.len()
+        );
+        assert!(!out.exists());
+    }
+    let mut stream = StreamReader::new(&whole[..]).unwrap();
+    let mut grains = 0;
+    while stream.next_grain().unwrap().is_some() {
+        grains += 1;
+    }
+    assert_eq!(grains, 7);
+    let out = dir.path().join("whole.vhd");
+    let create = CreateOptions::new(Format::Vhd, ImageType::Dynamic, 0);
+    convert_vmdk_file(&vmdk, &out, &create, None).unwrap();
+    let image = vhd::open(&out, &vhd::OpenOptions::read_only()).unwrap();
+    let mut back = vec![0u8; disk.len()];
+    image.read_at(&mut back, 0).unwrap();
+    assert_eq!(back, disk);
 }

@@ -31,6 +31,39 @@ pub fn json(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&ok(args)).expect("valid JSON")
 }
 
+/// Runs `cmd`, panicking with its error output unless it succeeds.
+pub fn run(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (is it installed?)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs qemu-img with `args`, which must succeed.
+pub fn qemu_img(args: &[&str]) {
+    run(Command::new("qemu-img").args(args));
+}
+
+/// Converts the raw disk `raw` into a streamOptimized VMDK at `vmdk` with
+/// qemu-img.
+pub fn stream_optimized(raw: &Path, vmdk: &Path) {
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=streamOptimized",
+        s(raw),
+        s(vmdk),
+    ]);
+}
+
 /// A path as a command-line argument.
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
