@@ -25,6 +25,22 @@ fn qemu_img(args: &[&str]) {
     );
 }
 
+/// Converts the raw disk `raw` into a streamOptimized VMDK at `vmdk` with
+/// qemu-img.
+fn stream_optimized(raw: &Path, vmdk: &Path) {
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=streamOptimized",
+        raw.to_str().unwrap(),
+        vmdk.to_str().unwrap(),
+    ]);
+}
+
 /// Pseudo-random disk content with holes: runs of random data, zeros, and
 /// never-written regions, some shorter than a grain.
 fn disk_data(seed: u64, size: usize) -> Vec<u8> {
@@ -65,17 +81,7 @@ fn qemu_streamoptimized_reads_back_identically() {
         std::fs::write(&raw, &data).unwrap();
         let vmdk = dir.path().join("in.vmdk");
         let _ = std::fs::remove_file(&vmdk);
-        qemu_img(&[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "vmdk",
-            "-o",
-            "subformat=streamOptimized",
-            raw.to_str().unwrap(),
-            vmdk.to_str().unwrap(),
-        ]);
+        stream_optimized(&raw, &vmdk);
         let back = read_via_copy(&vmdk, dir.path(), size as u64);
         assert!(
             back == data,
@@ -185,17 +191,7 @@ fn bench_stream_to_raw_against_qemu_img() {
     std::fs::write(&raw, &data).unwrap();
     drop(data);
     let vmdk = dir.path().join("in.vmdk");
-    qemu_img(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "vmdk",
-        "-o",
-        "subformat=streamOptimized",
-        raw.to_str().unwrap(),
-        vmdk.to_str().unwrap(),
-    ]);
+    stream_optimized(&raw, &vmdk);
     let out = dir.path().join("out.raw");
     let (mut wall_qemu, mut wall_ours) = (f64::MAX, f64::MAX);
     let (mut cpu_qemu, mut cpu_ours) = (f64::MAX, f64::MAX);
@@ -258,17 +254,7 @@ fn up_front_layout_cut_between_grains_is_refused() {
     }
     std::fs::write(&raw, &disk).unwrap();
     let vmdk = dir.path().join("disk.vmdk");
-    qemu_img(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "vmdk",
-        "-o",
-        "subformat=streamOptimized",
-        raw.to_str().unwrap(),
-        vmdk.to_str().unwrap(),
-    ]);
+    stream_optimized(&raw, &vmdk);
     let info = describe_vmdk_file(&vmdk).unwrap();
     assert!(!info.tables_at_end);
     assert_eq!(info.allocated_bytes, 7 * GRAIN as u64);
