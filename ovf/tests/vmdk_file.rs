@@ -91,3 +91,25 @@ fn footer_layout_is_described_and_converted() {
     ));
     assert_eq!(std::fs::read(&vmdk).unwrap(), whole);
 }
+
+#[test]
+fn absurd_table_offsets_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let vmdk = dir.path().join("disk.vmdk");
+    footer_layout(&vmdk);
+    let whole = std::fs::read(&vmdk).unwrap();
+    // gdOffset (header offset 56) far past any file, and just past this one.
+    for gd in [1u64 << 60, u64::MAX - 1, whole.len() as u64 / 512] {
+        let mut bytes = whole.clone();
+        bytes[56..64].copy_from_slice(&gd.to_le_bytes());
+        let bad = dir.path().join("bad.vmdk");
+        std::fs::write(&bad, &bytes).unwrap();
+        assert!(describe_vmdk_file(&bad).is_err(), "gd {gd:#x}");
+        let out = dir.path().join("bad.raw");
+        let create = CreateOptions::new(Format::Raw, ImageType::Dynamic, 0);
+        // Whatever the reader makes of it, no panic and no partial output.
+        if convert_vmdk_file(&bad, &out, &create, None).is_err() {
+            assert!(!out.exists());
+        }
+    }
+}

@@ -76,7 +76,13 @@ fn for_each_grain_entry(
     let mut entry = [0u8; 4];
     let mut table = vec![0u8; GTES_PER_GT as usize * 4];
     for t in 0..tables {
-        read_in(file, len, &mut entry, gd_at + t * 4, "grain directory")?;
+        read_in(
+            file,
+            len,
+            &mut entry,
+            gd_at.saturating_add(t * 4),
+            "grain directory",
+        )?;
         let gt = u64::from(u32::from_le_bytes(entry));
         if gt == 0 {
             continue;
