@@ -295,6 +295,13 @@ fn convert_reads_stream_optimized_vmdk() {
         ok(&["disk", "compare", s(&out), s(&raw)]);
     }
 
+    // check reads every grain.
+    assert!(ok(&["disk", "check", s(&vmdk)]).contains("no errors were found"));
+    assert_eq!(
+        vmimport(&["disk", "check", "-r", s(&vmdk)]).status.code(),
+        Some(1)
+    );
+
     // Onto itself: refused, the input untouched.
     let before = std::fs::read(&vmdk).unwrap();
     let o = vmimport(&["disk", "convert", s(&vmdk), s(&vmdk)]);
@@ -319,7 +326,37 @@ fn convert_reads_stream_optimized_vmdk() {
             String::from_utf8_lossy(&o.stderr)
         );
         assert_eq!(names(d), listed);
+        let o = vmimport(&["disk", "check", "--output", "json", s(&cut)]);
+        assert_eq!(o.status.code(), Some(2), "cut at {cut_at}");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["format"], "vmdk");
+        assert_eq!(v["findings"][0]["severity"], "error");
+        assert!(
+            v["findings"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("truncated")
+        );
     }
+    // A damaged grain: check finds it, convert refuses it.
+    let mut damaged = before.clone();
+    let mid = overhead + 4096;
+    for b in &mut damaged[mid..mid + 64] {
+        *b ^= 0x5a;
+    }
+    let bad = d.join("bad.vmdk");
+    std::fs::write(&bad, &damaged).unwrap();
+    let o = vmimport(&["disk", "check", s(&bad)]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("error at 0x"));
+    let o = vmimport(&["disk", "convert", s(&bad), s(&d.join("bad.vhdx"))]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!d.join("bad.vhdx").exists());
 
     // Other VMDK kinds are refused by name.
     let sparse = d.join("sparse.vmdk");
@@ -349,8 +386,9 @@ fn images_of_formats_not_read_are_refused_by_name() {
             let o = vmimport(&args);
             assert_eq!(o.status.code(), Some(1), "{args:?}");
             let err = String::from_utf8_lossy(&o.stderr);
-            // info reads VMDK headers, and names what it cannot read.
-            let want = if format == "vmdk" && args[1] == "info" {
+            // info and check read VMDK headers, and name what they cannot
+            // read.
+            let want = if format == "vmdk" && args[1] != "map" {
                 "only streamOptimized".to_string()
             } else {
                 format!("a {name} image")

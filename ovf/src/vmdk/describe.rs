@@ -1,6 +1,6 @@
 //! A streamOptimized VMDK file described from its header (or footer),
 //! embedded descriptor and grain tables, read with random access, without
-//! inflating a grain.
+//! inflating a grain; and checked, by describing it and reading every grain.
 //!
 //! Every read is bounded by the file's length, whatever the header claims.
 
@@ -12,7 +12,7 @@ use super::error::{Result, VmdkError};
 use super::header::{
     GD_AT_END, GTE_ZEROED, GTES_PER_GT, MAX_DESCRIPTOR_SECTORS, RawHeader, SECTOR, StreamHeader,
 };
-use super::reader::{MARKER_EOS, MARKER_FOOTER};
+use super::reader::{MARKER_EOS, MARKER_FOOTER, StreamReader};
 
 /// What [`describe_vmdk_file`] found.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -207,5 +207,78 @@ pub fn describe_vmdk_file(path: &Path) -> Result<VmdkInfo> {
         allocated_bytes: allocated,
         zeroed_bytes: zeroed,
         unallocated_bytes: capacity - allocated - zeroed,
+    })
+}
+
+/// What [`check_vmdk_file`] found.
+#[derive(Debug)]
+pub struct VmdkCheck {
+    /// The description, when the tables could be read.
+    pub info: Option<VmdkInfo>,
+    /// Grains read and inflated before the end or the first error.
+    pub grains: u64,
+    /// The first structural problem: a corrupt structure, a grain that
+    /// does not inflate, or a file cut short.
+    pub problem: Option<VmdkError>,
+}
+
+impl VmdkError {
+    /// Whether this is a fault of the file's structure (corrupt, cut
+    /// short, a grain that does not inflate), rather than a failure to read
+    /// it or a feature not supported.
+    pub fn is_structural(&self) -> bool {
+        matches!(
+            self,
+            VmdkError::Corrupt { .. } | VmdkError::Truncated { .. } | VmdkError::Inflate { .. }
+        )
+    }
+
+    /// The byte offset in the file the error concerns, when it names one.
+    pub fn offset(&self) -> Option<u64> {
+        match self {
+            VmdkError::Io { offset, .. }
+            | VmdkError::Truncated { offset, .. }
+            | VmdkError::Corrupt { offset, .. }
+            | VmdkError::Inflate { offset, .. } => Some(*offset),
+            _ => None,
+        }
+    }
+}
+
+/// Checks the streamOptimized VMDK file at `path`: its tables (as
+/// [`describe_vmdk_file`] reads them), then every marker and grain of the
+/// stream, each grain inflated. Structural problems are reported in the
+/// result; an error means the check could not run (the file cannot be
+/// read, or uses a feature not supported).
+pub fn check_vmdk_file(path: &Path) -> Result<VmdkCheck> {
+    let info = match describe_vmdk_file(path) {
+        Ok(i) => Some(i),
+        Err(e) if e.is_structural() => {
+            return Ok(VmdkCheck {
+                info: None,
+                grains: 0,
+                problem: Some(e),
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let file = File::open(path).map_err(io_err(0))?;
+    let mut grains = 0;
+    let problem = match StreamReader::new(std::io::BufReader::with_capacity(1 << 20, file)) {
+        Ok(mut stream) => loop {
+            match stream.next_grain() {
+                Ok(Some(_)) => grains += 1,
+                Ok(None) => break None,
+                Err(e) if e.is_structural() => break Some(e),
+                Err(e) => return Err(e),
+            }
+        },
+        Err(e) if e.is_structural() => Some(e),
+        Err(e) => return Err(e),
+    };
+    Ok(VmdkCheck {
+        info,
+        grains,
+        problem,
     })
 }
