@@ -295,6 +295,57 @@ fn convert_reads_stream_optimized_vmdk() {
         ok(&["disk", "compare", s(&out), s(&raw)]);
     }
 
+    // compare, with the VMDK on either side.
+    assert!(ok(&["disk", "compare", s(&vmdk), s(&raw)]).contains("identical"));
+    assert!(ok(&["disk", "compare", s(&d.join("out.vhdx")), s(&vmdk)]).contains("identical"));
+    let changed = d.join("changed.raw");
+    for (at, byte) in [
+        ((20 << 20) + 3, 1u8),
+        ((1 << 20) + 5, 0),
+        ((24 << 20) - 512, 0),
+    ] {
+        std::fs::copy(&raw, &changed).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&changed)
+            .unwrap();
+        let mut old = [0u8; 1];
+        std::fs::File::open(&raw)
+            .unwrap()
+            .read_exact_at(&mut old, at)
+            .unwrap();
+        f.write_all_at(&[if old[0] == byte { byte ^ 0xff } else { byte }], at)
+            .unwrap();
+        drop(f);
+        for args in [[s(&vmdk), s(&changed)], [s(&changed), s(&vmdk)]] {
+            let o = vmimport(&["disk", "compare", args[0], args[1]]);
+            assert_eq!(o.status.code(), Some(1), "at {at}");
+            let out = String::from_utf8_lossy(&o.stdout);
+            assert!(out.contains(&format!("mismatch at offset {at} ")), "{out}");
+        }
+    }
+    // A larger disk whose tail is zeros: equal content, sizes differ.
+    std::fs::copy(&raw, &changed).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&changed)
+        .unwrap()
+        .set_len(25 << 20)
+        .unwrap();
+    let o = vmimport(&["disk", "compare", s(&changed), s(&vmdk)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&format!(
+        "sizes differ: {} and {} bytes",
+        25 << 20,
+        24 << 20
+    )));
+    assert_eq!(
+        vmimport(&["disk", "compare", s(&vmdk), s(&vmdk)])
+            .status
+            .code(),
+        Some(2)
+    );
+
     // check reads every grain.
     assert!(ok(&["disk", "check", s(&vmdk)]).contains("no errors were found"));
     assert_eq!(

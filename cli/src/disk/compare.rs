@@ -26,10 +26,38 @@ pub fn run(args: CompareArgs) -> ExitCode {
         vhd::open(p, &OpenOptions::read_only())
             .map_err(|e| eprintln!("vmimport: cannot open {}: {}", p.display(), error_chain(&e)))
     };
-    let (Ok(a), Ok(b)) = (open(&args.a), open(&args.b)) else {
-        return ExitCode::from(EXIT_ERROR);
+    let result = match (super::is_vmdk(&args.a), super::is_vmdk(&args.b)) {
+        (true, true) => {
+            eprintln!(
+                "vmimport: comparing two VMDK images is not supported: convert one of them first"
+            );
+            return ExitCode::from(EXIT_ERROR);
+        }
+        (true, false) | (false, true) => {
+            let (vmdk, other, swapped) = if super::is_vmdk(&args.a) {
+                (&args.a, &args.b, false)
+            } else {
+                (&args.b, &args.a, true)
+            };
+            let Ok(other) = open(other) else {
+                return ExitCode::from(EXIT_ERROR);
+            };
+            match ovf::vmdk::compare_vmdk_file(vmdk, &other) {
+                Ok(Some(Difference::Size { a, b })) if swapped => {
+                    Ok(Some(Difference::Size { a: b, b: a }))
+                }
+                Ok(d) => Ok(d),
+                Err(e) => Err(error_chain(&e)),
+            }
+        }
+        (false, false) => {
+            let (Ok(a), Ok(b)) = (open(&args.a), open(&args.b)) else {
+                return ExitCode::from(EXIT_ERROR);
+            };
+            vhd::ops::compare(&a, &b).map_err(|e| error_chain(&e))
+        }
     };
-    match vhd::ops::compare(&a, &b) {
+    match result {
         Ok(None) => {
             println!("images are identical");
             ExitCode::SUCCESS
@@ -43,7 +71,7 @@ pub fn run(args: CompareArgs) -> ExitCode {
             ExitCode::from(1)
         }
         Err(e) => {
-            eprintln!("vmimport: cannot compare: {}", error_chain(&e));
+            eprintln!("vmimport: cannot compare: {e}");
             ExitCode::from(EXIT_ERROR)
         }
     }

@@ -167,6 +167,81 @@ pub fn convert_vmdk_file(
     })
 }
 
+/// Compares the disk in the streamOptimized VMDK file at `vmdk` with
+/// `other`, in one pass over the stream, and returns the first difference
+/// as [`vhd::ops::compare`] does (`Size { a, b }` has the VMDK's size as
+/// `a`): grains are compared byte for byte, and between them `other` must
+/// read as zeros (ranges it reports as zero are not read).
+pub fn compare_vmdk_file(
+    vmdk: &Path,
+    other: &dyn DiskImage,
+) -> Result<Option<vhd::ops::Difference>> {
+    use vhd::ops::Difference;
+    let file = std::fs::File::open(vmdk).map_err(|source| VmdkError::Io {
+        op: "opening",
+        offset: 0,
+        source,
+    })?;
+    let mut stream = StreamReader::new(BufReader::with_capacity(1 << 20, file))?;
+    let capacity = stream.capacity();
+    let common = capacity.min(other.virtual_size());
+    // A grain (at most 8 MiB, as the header is validated) fits.
+    let grain_bytes = usize::try_from(stream.header().grain_bytes()).unwrap_or(RUN_LIMIT);
+    let mut buf = vec![0u8; RUN_LIMIT.max(grain_bytes)];
+    let mut pos = 0u64;
+    while let Some(grain) = stream.next_grain()? {
+        if let Some(at) = first_nonzero(other, pos, grain.offset.min(common), &mut buf)? {
+            return Ok(Some(Difference::Content { offset: at }));
+        }
+        let end = (grain.offset + grain.data.len() as u64).min(common);
+        if grain.offset < end {
+            let n = usize::try_from(end - grain.offset).unwrap_or(0);
+            let theirs = &mut buf[..n];
+            other.read_at(theirs, grain.offset)?;
+            if let Some(i) = grain.data[..n]
+                .iter()
+                .zip(theirs.iter())
+                .position(|(x, y)| x != y)
+            {
+                return Ok(Some(Difference::Content {
+                    offset: grain.offset + i as u64,
+                }));
+            }
+        }
+        pos = grain.offset + grain.data.len() as u64;
+    }
+    if let Some(at) = first_nonzero(other, pos.min(common), common, &mut buf)? {
+        return Ok(Some(Difference::Content { offset: at }));
+    }
+    if capacity != other.virtual_size() {
+        return Ok(Some(Difference::Size {
+            a: capacity,
+            b: other.virtual_size(),
+        }));
+    }
+    Ok(None)
+}
+
+/// The first byte of `image` in `from..to` that is not zero.
+fn first_nonzero(image: &dyn DiskImage, from: u64, to: u64, buf: &mut [u8]) -> Result<Option<u64>> {
+    let mut pos = from;
+    while pos < to {
+        let len = (buf.len() as u64).min(to - pos);
+        let e = image.block_status(pos, len)?;
+        if e.allocation.reads_as_zero() {
+            pos += e.length.clamp(1, len);
+            continue;
+        }
+        let n = usize::try_from(e.length.clamp(1, len)).unwrap_or(buf.len());
+        image.read_at(&mut buf[..n], pos)?;
+        if let Some(i) = buf[..n].iter().position(|&b| b != 0) {
+            return Ok(Some(pos + i as u64));
+        }
+        pos += n as u64;
+    }
+    Ok(None)
+}
+
 /// A reader that reports how far it has read.
 struct Counted<'a, R> {
     inner: R,

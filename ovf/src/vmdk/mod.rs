@@ -24,8 +24,8 @@ mod writer;
 mod zeroed;
 
 pub use copy::{
-    CopyOptions, CopyStats, convert_vmdk_file, copy_vmdk_delta_to, copy_vmdk_stream_covering,
-    copy_vmdk_stream_to, write_vmdk_stream_from,
+    CopyOptions, CopyStats, compare_vmdk_file, convert_vmdk_file, copy_vmdk_delta_to,
+    copy_vmdk_stream_covering, copy_vmdk_stream_to, write_vmdk_stream_from,
 };
 pub use describe::{VmdkCheck, VmdkInfo, check_vmdk_file, describe_vmdk_file};
 pub use error::{Result, VmdkError};
