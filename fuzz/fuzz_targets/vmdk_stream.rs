@@ -1,10 +1,12 @@
 //! Bytes as a streamOptimized VMDK: every grain read to the end of the
 //! stream; the bytes as a whole file described from its tables; then the
-//! stream copied into a sparse raw image, and the file converted into one.
+//! stream copied into a sparse raw image, the file compared with it,
+//! checked, and converted into another.
 #![no_main]
 
 use ovf::vmdk::{
-    CopyOptions, StreamReader, convert_vmdk_file, copy_vmdk_stream_to, describe_vmdk_file,
+    CopyOptions, StreamReader, check_vmdk_file, compare_vmdk_file, convert_vmdk_file,
+    copy_vmdk_stream_to, describe_vmdk_file,
 };
 use vhd::{CreateOptions, Format, ImageType};
 
@@ -49,7 +51,9 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         };
         let _ = copy_vmdk_stream_to(data, &target, &copy);
     }
+    let _ = std::hint::black_box(compare_vmdk_file(&file, &target));
     drop(target);
+    let _ = std::hint::black_box(check_vmdk_file(&file));
     let out = CreateOptions::new(Format::Raw, ImageType::Dynamic, 0);
     let _ = convert_vmdk_file(&file, &dir.path().join("out.raw"), &out, None);
 });
