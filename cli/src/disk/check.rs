@@ -28,7 +28,7 @@ pub struct CheckArgs {
 }
 
 pub fn run(a: CheckArgs) -> ExitCode {
-    if super::is_vmdk(&a.image) {
+    if ovf::vmdk::is_sparse_extent(&a.image) {
         return run_vmdk(&a);
     }
     let report = match vhd::check(&a.image, a.repair) {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use vhd::OpenOptions;
 
-use super::{fail, progress_bar};
+use super::{fail, with_progress};
 use crate::output::error_chain;
 
 /// Arguments of `disk commit`.
@@ -20,17 +20,9 @@ pub struct CommitArgs {
 }
 
 pub fn run(a: CommitArgs) -> ExitCode {
-    let bar = progress_bar(a.progress, "committing");
-    let report = |done: u64, total: u64| {
-        if let Some(b) = &bar {
-            b.set_length(total);
-            b.set_position(done);
-        }
-    };
-    let r = vhd::ops::commit(&a.child, &OpenOptions::default(), Some(&report));
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
+    let r = with_progress(a.progress, "committing", |report| {
+        vhd::ops::commit(&a.child, &OpenOptions::default(), Some(report))
+    });
     match r {
         Ok(s) => {
             println!(

@@ -1,11 +1,11 @@
 //! `vmimport disk compare`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use vhd::OpenOptions;
 use vhd::ops::Difference;
+use vhd::{DiskImage, OpenOptions};
 
 use crate::output::error_chain;
 
@@ -26,29 +26,27 @@ pub fn run(args: CompareArgs) -> ExitCode {
         vhd::open(p, &OpenOptions::read_only())
             .map_err(|e| eprintln!("vmimport: cannot open {}: {}", p.display(), error_chain(&e)))
     };
-    let result = match (super::is_vmdk(&args.a), super::is_vmdk(&args.b)) {
+    let result = match (
+        ovf::vmdk::is_sparse_extent(&args.a),
+        ovf::vmdk::is_sparse_extent(&args.b),
+    ) {
         (true, true) => {
             eprintln!(
                 "vmimport: comparing two VMDK images is not supported: convert one of them first"
             );
             return ExitCode::from(EXIT_ERROR);
         }
-        (true, false) | (false, true) => {
-            let (vmdk, other, swapped) = if super::is_vmdk(&args.a) {
-                (&args.a, &args.b, false)
-            } else {
-                (&args.b, &args.a, true)
-            };
-            let Ok(other) = open(other) else {
+        (true, false) => {
+            let Ok(b) = open(&args.b) else {
                 return ExitCode::from(EXIT_ERROR);
             };
-            match ovf::vmdk::compare_vmdk_file(vmdk, &other) {
-                Ok(Some(Difference::Size { a, b })) if swapped => {
-                    Ok(Some(Difference::Size { a: b, b: a }))
-                }
-                Ok(d) => Ok(d),
-                Err(e) => Err(error_chain(&e)),
-            }
+            compare_vmdk(&args.a, &b, false)
+        }
+        (false, true) => {
+            let Ok(a) = open(&args.a) else {
+                return ExitCode::from(EXIT_ERROR);
+            };
+            compare_vmdk(&args.b, &a, true)
         }
         (false, false) => {
             let (Ok(a), Ok(b)) = (open(&args.a), open(&args.b)) else {
@@ -74,5 +72,19 @@ pub fn run(args: CompareArgs) -> ExitCode {
             eprintln!("vmimport: cannot compare: {e}");
             ExitCode::from(EXIT_ERROR)
         }
+    }
+}
+
+/// Compares the VMDK at `vmdk` with `other`; `swapped` when the VMDK was
+/// named second, so that a size difference keeps the order.
+fn compare_vmdk(
+    vmdk: &Path,
+    other: &dyn DiskImage,
+    swapped: bool,
+) -> Result<Option<Difference>, String> {
+    match ovf::vmdk::compare_vmdk_file(vmdk, other) {
+        Ok(Some(Difference::Size { a, b })) if swapped => Ok(Some(Difference::Size { a: b, b: a })),
+        Ok(d) => Ok(d),
+        Err(e) => Err(error_chain(&e)),
     }
 }

@@ -7,7 +7,7 @@ use clap::Args;
 use vhd::ops::{ConvertOptions, ConvertStats};
 use vhd::{CreateOptions, DiskImage, Format, ImageType, OpenOptions};
 
-use super::{FormatArg, TypeArg, fail, progress_bar};
+use super::{FormatArg, TypeArg, fail, with_progress};
 use crate::output::{OutputFormat, error_chain, parse_size};
 
 /// Arguments of `disk convert`.
@@ -41,7 +41,7 @@ pub fn run(a: ConvertArgs) -> ExitCode {
     if a.image_type == TypeArg::Differencing {
         return fail("convert flattens chains: the output cannot be a differencing image");
     }
-    if super::is_vmdk(&a.input) {
+    if ovf::vmdk::is_sparse_extent(&a.input) {
         return convert_vmdk(&a);
     }
     let source = match vhd::open(&a.input, &OpenOptions::read_only()) {
@@ -59,22 +59,14 @@ pub fn run(a: ConvertArgs) -> ExitCode {
         source.logical_sector_size(),
         source.physical_sector_size(),
     );
-    let bar = progress_bar(a.progress, "converting");
-    let report = |done: u64, total: u64| {
-        if let Some(b) = &bar {
-            b.set_length(total);
-            b.set_position(done);
-        }
-    };
-    let result = vhd::ops::convert(
-        &source,
-        &a.output_image,
-        &ConvertOptions { create },
-        Some(&report),
-    );
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
+    let result = with_progress(a.progress, "converting", |report| {
+        vhd::ops::convert(
+            &source,
+            &a.output_image,
+            &ConvertOptions { create },
+            Some(report),
+        )
+    });
     match result {
         Ok(stats) => print_stats(&a, &stats),
         Err(e) => fail(format_args!(
@@ -105,17 +97,9 @@ fn output_options(a: &ConvertArgs, logical: u32, physical: u32) -> CreateOptions
 /// A streamOptimized VMDK input, read in one pass by the VMDK reader.
 fn convert_vmdk(a: &ConvertArgs) -> ExitCode {
     let create = output_options(a, 512, 512);
-    let bar = progress_bar(a.progress, "converting");
-    let report = |done: u64, total: u64| {
-        if let Some(b) = &bar {
-            b.set_length(total);
-            b.set_position(done);
-        }
-    };
-    let result = ovf::vmdk::convert_vmdk_file(&a.input, &a.output_image, &create, Some(&report));
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
+    let result = with_progress(a.progress, "converting", |report| {
+        ovf::vmdk::convert_vmdk_file(&a.input, &a.output_image, &create, Some(report))
+    });
     match result {
         Ok(c) => print_stats(
             a,

@@ -29,7 +29,7 @@ struct Report {
 }
 
 pub fn run(args: InfoArgs) -> ExitCode {
-    if super::is_vmdk(&args.image) {
+    if ovf::vmdk::is_sparse_extent(&args.image) {
         return run_vmdk(&args);
     }
     let image = match vhd::open(&args.image, &OpenOptions::read_only()) {

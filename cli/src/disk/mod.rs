@@ -67,17 +67,6 @@ pub fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_FAILED)
 }
 
-/// Whether the file starts with the magic of a VMDK sparse extent, which
-/// the VMDK reader handles (streamOptimized) or refuses by name.
-pub fn is_vmdk(path: &std::path::Path) -> bool {
-    use std::io::Read;
-    let mut magic = [0u8; 4];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok()
-        && magic == ovf::vmdk::MAGIC.to_le_bytes()
-}
-
 /// Image format names on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FormatArg {
@@ -120,20 +109,36 @@ impl From<TypeArg> for ImageType {
     }
 }
 
-/// A progress bar on standard error when it is a terminal and asked for.
-pub fn progress_bar(enabled: bool, what: &str) -> Option<indicatif::ProgressBar> {
+/// Runs `work` with a progress report that drives a bar on standard error
+/// when `enabled` and standard error is a terminal (a no-op otherwise), and
+/// clears the bar when `work` returns.
+pub fn with_progress<T>(
+    enabled: bool,
+    what: &str,
+    work: impl FnOnce(vhd::ops::Progress<'_>) -> T,
+) -> T {
     use std::io::IsTerminal;
-    if !enabled || !std::io::stderr().is_terminal() {
-        return None;
+    let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(what.to_string());
+        bar
+    });
+    let report = |done: u64, total: u64| {
+        if let Some(b) = &bar {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    };
+    let result = work(&report);
+    if let Some(b) = &bar {
+        b.finish_and_clear();
     }
-    let bar = indicatif::ProgressBar::new(0);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_message(what.to_string());
-    Some(bar)
+    result
 }
 
 /// Prints `value` as pretty JSON on standard output.

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use super::error::{Result, VmdkError};
 use super::header::{
-    GD_AT_END, GTE_ZEROED, GTES_PER_GT, MAX_DESCRIPTOR_SECTORS, RawHeader, SECTOR, StreamHeader,
+    GD_AT_END, GTE_ZEROED, GTES_PER_GT, MAGIC, MAX_DESCRIPTOR_SECTORS, RawHeader, SECTOR,
+    StreamHeader,
 };
 use super::reader::{MARKER_EOS, MARKER_FOOTER, StreamReader};
 
@@ -149,6 +150,18 @@ fn descriptor_value(text: &str, key: &str) -> Option<String> {
         let (k, v) = line.split_once('=')?;
         (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
     })
+}
+
+/// Whether the file at `path` starts with the magic of a VMDK sparse extent
+/// (`KDMV`): streamOptimized, which this module reads, or another sparse
+/// kind, which it refuses by name.
+pub fn is_sparse_extent(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && u32::from_le_bytes(magic) == MAGIC
 }
 
 /// Describes the streamOptimized VMDK file at `path`.

@@ -27,7 +27,7 @@ pub use copy::{
     CopyOptions, CopyStats, compare_vmdk_file, convert_vmdk_file, copy_vmdk_delta_to,
     copy_vmdk_stream_covering, copy_vmdk_stream_to, write_vmdk_stream_from,
 };
-pub use describe::{VmdkCheck, VmdkInfo, check_vmdk_file, describe_vmdk_file};
+pub use describe::{VmdkCheck, VmdkInfo, check_vmdk_file, describe_vmdk_file, is_sparse_extent};
 pub use error::{Result, VmdkError};
 pub use header::{
     FLAG_ZEROED_GTE, GD_AT_END, GTE_ZEROED, MAGIC, MAX_CAPACITY_SECTORS, MAX_DESCRIPTOR_SECTORS,
