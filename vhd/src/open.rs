@@ -262,22 +262,35 @@ const _: () = {
 /// The format of an image this crate does not read, if the file holds one
 /// of its signatures.
 pub(crate) fn foreign_format(file: &ImageFile) -> Result<Option<&'static str>> {
+    // Every signature but the footer's sits in the first bytes: one read.
+    const HEAD: usize = 128;
     let len = file.len()?;
+    let mut head = [0u8; HEAD];
+    let head = &mut head[..usize::try_from(len).map_or(HEAD, |l| l.min(HEAD))];
+    file.read_exact_at(head, 0)?;
     let mut buf = [0u8; MAX_SIGNATURE];
     for &(at, sig, name) in FOREIGN_SIGNATURES {
-        if let Some(off) = at.offset(len, sig.len()) {
-            file.read_exact_at(&mut buf[..sig.len()], off)?;
-            if &buf[..sig.len()] == sig {
-                return Ok(Some(name));
+        let Some(off) = at.offset(len, sig.len()) else {
+            continue;
+        };
+        let found = match head.get(usize::try_from(off).unwrap_or(usize::MAX)..) {
+            Some(rest) if rest.len() >= sig.len() => &rest[..sig.len()],
+            _ => {
+                file.read_exact_at(&mut buf[..sig.len()], off)?;
+                &buf[..sig.len()]
             }
+        };
+        if found == sig {
+            return Ok(Some(name));
         }
     }
     Ok(None)
 }
 
-/// Detects the format of an open file from its content: VHDX or VHD by their signatures, anything else raw,
-/// except that a file holding the signature of a format this crate does not
-/// read (QCOW, VMDK, VDI, QED) is refused with [`Error::ForeignFormat`].
+/// Detects the format of an open file from its content: VHDX or VHD by
+/// their signatures, anything else raw, except that a file holding the
+/// signature of a format this crate does not read (QCOW, VMDK, VDI, QED) is
+/// refused with [`Error::ForeignFormat`].
 pub fn detect(file: &ImageFile) -> Result<Format> {
     let format = detect_ours(file)?;
     if format == Format::Raw
