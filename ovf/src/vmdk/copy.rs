@@ -3,13 +3,11 @@
 
 use std::io::{BufReader, Read, Write};
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use vhd::{CreateOptions, DiskImage};
 
 use super::error::{Result, VmdkError};
-use super::header::{RawHeader, StreamHeader};
 use super::reader::StreamReader;
 use super::writer::{StreamWriter, WriterOptions};
 
@@ -126,44 +124,26 @@ pub fn convert_vmdk_file(
             "the output of a conversion cannot be a differencing image".into(),
         ));
     }
-    let io = |op| {
-        move |e| VmdkError::Io {
-            op,
-            offset: 0,
-            source: e,
-        }
-    };
-    let file = std::fs::File::open(source).map_err(io("opening"))?;
-    let len = file.metadata().map_err(io("reading the size of"))?.len();
-    let mut sector = [0u8; 512];
-    file.read_exact_at(&mut sector, 0).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            VmdkError::Truncated {
-                what: "header",
-                offset: 0,
-            }
-        } else {
-            io("reading")(e)
-        }
+    let file = std::fs::File::open(source).map_err(|e| VmdkError::Io {
+        op: "opening",
+        offset: 0,
+        source: e,
     })?;
-    let header = StreamHeader::validate(&RawHeader::decode(&sector), 0)?;
-    let mut create = create.clone();
-    create.size = Some(header.capacity_bytes());
-    let reader = Counted {
+    let len = file.metadata().map_or(0, |m| m.len());
+    let stream = StreamReader::new(Counted {
         inner: BufReader::with_capacity(1 << 20, file),
         done: 0,
         len,
         progress,
+    })?;
+    let mut create = create.clone();
+    create.size = Some(stream.capacity());
+    let options = CopyOptions {
+        target_is_zeroed: true,
+        flush: false,
     };
     vhd::ops::write_new_image(dest, &create, |out| {
-        copy_vmdk_stream_to(
-            reader,
-            out,
-            &CopyOptions {
-                target_is_zeroed: true,
-                flush: false,
-            },
-        )
+        copy_stream(stream, out, &options, false, None)
     })
 }
 
@@ -278,9 +258,25 @@ fn copy(
     target: &dyn DiskImage,
     options: &CopyOptions,
     keep_holes: bool,
+    covered_out: Option<&mut Vec<Range<u64>>>,
+) -> Result<CopyStats> {
+    copy_stream(
+        StreamReader::new(reader)?,
+        target,
+        options,
+        keep_holes,
+        covered_out,
+    )
+}
+
+/// [`copy`] from a stream whose header has been read.
+fn copy_stream<R: Read>(
+    mut stream: StreamReader<R>,
+    target: &dyn DiskImage,
+    options: &CopyOptions,
+    keep_holes: bool,
     mut covered_out: Option<&mut Vec<Range<u64>>>,
 ) -> Result<CopyStats> {
-    let mut stream = StreamReader::new(reader)?;
     let capacity = stream.capacity();
     if target.virtual_size() < capacity {
         return Err(VmdkError::Target(vhd::Error::InvalidArgument(format!(
