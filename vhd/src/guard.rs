@@ -34,6 +34,27 @@ pub struct SignatureGuard<I> {
     /// watched window, so that two requests cannot each write half of a
     /// signature.
     windows: Mutex<()>,
+    /// The watched windows for the size the image had when guarded, so
+    /// that a write far from them costs one comparison per window.
+    watched: Vec<(u64, usize)>,
+    /// That size.
+    watched_size: u64,
+}
+
+/// The windows detection reads in an image of `size` bytes: offset, and
+/// length (that of the longest signature starting there; several share
+/// offset 0).
+fn watched(size: u64) -> Vec<(u64, usize)> {
+    let mut w: Vec<(u64, usize)> = Vec::with_capacity(4);
+    for &(at, sig, _) in all_signatures() {
+        if let Some(off) = at.offset(size, sig.len()) {
+            match w.iter_mut().find(|(o, _)| *o == off) {
+                Some((_, len)) => *len = (*len).max(sig.len()),
+                None => w.push((off, sig.len())),
+            }
+        }
+    }
+    w
 }
 
 /// The watched windows a request touches, and the lock held across its
@@ -43,9 +64,12 @@ type Held<'a> = (Vec<(u64, usize)>, MutexGuard<'a, ()>);
 impl<I: DiskImage> SignatureGuard<I> {
     /// Guards `inner`.
     pub fn new(inner: I) -> Self {
+        let watched_size = inner.virtual_size();
         SignatureGuard {
             inner,
             windows: Mutex::new(()),
+            watched: watched(watched_size),
+            watched_size,
         }
     }
 
@@ -54,34 +78,23 @@ impl<I: DiskImage> SignatureGuard<I> {
         &self.inner
     }
 
-    /// The windows detection reads: offset, and length (that of the
-    /// longest signature starting there; several share offset 0).
-    fn watched(&self) -> Vec<(u64, usize)> {
-        let size = self.inner.virtual_size();
-        let mut w: Vec<(u64, usize)> = Vec::with_capacity(4);
-        for &(at, sig, _) in all_signatures() {
-            if let Some(off) = at.offset(size, sig.len()) {
-                match w.iter_mut().find(|(o, _)| *o == off) {
-                    Some((_, len)) => *len = (*len).max(sig.len()),
-                    None => w.push((off, sig.len())),
-                }
-            }
-        }
-        w
-    }
-
     /// The watched windows `offset..end` touches, with the window lock
     /// held, after checking the range; `None` if it touches none.
     fn hold_windows(&self, offset: u64, end: u64) -> Result<Option<Held<'_>>> {
-        let touched: Vec<(u64, usize)> = self
-            .watched()
-            .into_iter()
-            .filter(|&(w, len)| w < end && offset < w + len as u64)
-            .collect();
-        if touched.is_empty() {
+        let size = self.inner.virtual_size();
+        let resized;
+        let all = if size == self.watched_size {
+            &self.watched
+        } else {
+            resized = watched(size);
+            &resized
+        };
+        let touches = |&(w, len): &(u64, usize)| w < end && offset < w + len as u64;
+        if !all.iter().any(touches) {
             return Ok(None);
         }
-        crate::check_range(offset, end - offset, self.inner.virtual_size())?;
+        let touched: Vec<(u64, usize)> = all.iter().copied().filter(touches).collect();
+        crate::check_range(offset, end - offset, size)?;
         let held = self
             .windows
             .lock()
